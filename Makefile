@@ -1,0 +1,36 @@
+# custos — build, test, benchmark.
+GO        ?= go
+TAGS      ?= nobadger,nomysql,nopgx
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
+TEST_TIMEOUT ?= 20m
+
+.PHONY: all build test fmt-check vet staticcheck unit bench tools run
+
+all: build
+
+build:
+	$(GO) build -tags $(TAGS) ./...
+
+tools: $(STATICCHECK)
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet -tags $(TAGS) ./...
+
+staticcheck: $(STATICCHECK)
+	$(STATICCHECK) -tags $(TAGS) ./...
+
+unit:
+	$(GO) test -tags $(TAGS) -race -timeout $(TEST_TIMEOUT) ./...
+
+test: fmt-check vet staticcheck unit
+
+bench:
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchtime 3s ./...

@@ -1,0 +1,22 @@
+// Package raftstore is custos's replicated, linearizable key-value store.
+//
+// A Store is one node of a Raft cluster (github.com/hashicorp/raft). Its state
+// machine is a bbolt file: every committed batch of log entries is applied in
+// one bbolt transaction that also records the applied index, so a restarted
+// node never applies an entry twice and never replays what its file holds.
+// The log and stable store are raft-boltdb/v2 behind a log cache.
+//
+// What it promises:
+//   - Every write goes through Raft and returns once it is applied on the node
+//     that answers. Any node accepts writes: a follower forwards them to the
+//     leader over the cluster port, tagged with a request ID so that a retry is
+//     applied once.
+//   - Reads are linearizable unless the caller asks for a stale read.
+//   - Values are byte-exact. A failed compare is a result, not an error.
+//   - Commands are applied deterministically; anything non-deterministic (the
+//     time) is stamped by the proposer before Raft sees the command.
+//   - Node-to-node traffic runs on one TCP port with mutual TLS; a peer must
+//     present a certificate for the Raft server ID it is known by.
+//
+// raftstore sees only bytes: encryption is the job of the kms barrier above it.
+package raftstore

@@ -1,0 +1,422 @@
+package raftstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket layout of the state file. User tables live under tablePrefix;
+// everything else is the store's own.
+var (
+	bucketMeta   = []byte("_meta")   // appliedKey -> index (8 bytes, big endian)
+	bucketReq    = []byte("_req")    // request ID -> encoded result
+	bucketReqIdx = []byte("_reqidx") // index(8) || request ID -> empty
+	appliedKey   = []byte("applied")
+	tablePrefix  = "t/"
+)
+
+// dedupWindow is how many log entries a request ID is remembered for. A
+// forwarded request retried within this window is answered from memory and
+// not applied again.
+const dedupWindow = 100_000
+
+func tableBucket(name string) []byte { return []byte(tablePrefix + name) }
+
+// fsm is the state machine: a bbolt file holding the tables and the index of
+// the last applied log entry, both written in the same transaction.
+type fsm struct {
+	path string
+
+	mu sync.RWMutex // write-held only while Restore swaps the file
+	db *bolt.DB
+
+	applied  atomic.Uint64
+	skipped  atomic.Uint64 // entries not applied because the file held them
+	restores atomic.Uint64 // snapshots installed
+	waitMu   sync.Mutex
+	advance  chan struct{} // closed and replaced whenever applied moves
+}
+
+var _ raft.BatchingFSM = (*fsm)(nil)
+
+func openBolt(path string) (*bolt.DB, error) {
+	return bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         5 * time.Second,
+		InitialMmapSize: 64 << 20,
+		FreelistType:    bolt.FreelistMapType,
+	})
+}
+
+func newFSM(path string) (*fsm, error) {
+	f := &fsm{path: path, advance: make(chan struct{})}
+	db, err := openBolt(path)
+	if err != nil {
+		return nil, fmt.Errorf("open state file: %w", err)
+	}
+	if err := initState(db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	f.db = db
+	idx, err := readApplied(db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	f.applied.Store(idx)
+	return f, nil
+}
+
+func initState(db *bolt.DB) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketReq, bucketReqIdx} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func readApplied(db *bolt.DB) (uint64, error) {
+	var idx uint64
+	err := db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMeta)
+		if b == nil {
+			return errors.New("state file has no meta bucket")
+		}
+		if v := b.Get(appliedKey); len(v) == 8 {
+			idx = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return idx, err
+}
+
+func (f *fsm) close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.db.Close()
+}
+
+// view runs fn in a read transaction of the current state file.
+func (f *fsm) view(fn func(tx *bolt.Tx) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.db.View(fn)
+}
+
+func (f *fsm) appliedIndex() uint64 { return f.applied.Load() }
+
+func (f *fsm) setApplied(idx uint64) {
+	f.applied.Store(idx)
+	f.waitMu.Lock()
+	close(f.advance)
+	f.advance = make(chan struct{})
+	f.waitMu.Unlock()
+}
+
+// waitApplied blocks until the state holds every entry up to idx.
+func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
+	for {
+		f.waitMu.Lock()
+		ch := f.advance
+		f.waitMu.Unlock()
+		if f.applied.Load() >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: waiting for index %d", ErrTimeout, idx)
+		}
+	}
+}
+
+// Apply applies one log entry.
+func (f *fsm) Apply(l *raft.Log) interface{} {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies a batch of committed entries in one bbolt transaction,
+// together with the new applied index. Entries at or below the index already
+// in the file are skipped: raft replays them after a restart because the
+// node does not restore a snapshot on start.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
+	resp := make([]interface{}, len(logs))
+	applied := f.applied.Load()
+	last := applied
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	err := f.db.Update(func(tx *bolt.Tx) error {
+		for i, l := range logs {
+			if l.Index <= applied {
+				f.skipped.Add(1)
+				continue
+			}
+			if l.Type == raft.LogCommand {
+				r := applyCommand(tx, l)
+				resp[i] = r
+			}
+			last = l.Index
+		}
+		if last == applied {
+			return nil
+		}
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], last)
+		return tx.Bucket(bucketMeta).Put(appliedKey, v[:])
+	})
+	if err != nil {
+		// The state file cannot be written (disk full, I/O error). Going on
+		// would let this node's state diverge from its log: stop here.
+		panic(fmt.Sprintf("raftstore: state file write failed at index %d: %v", last, err))
+	}
+	if last != applied {
+		f.setApplied(last)
+	}
+	return resp
+}
+
+func applyCommand(tx *bolt.Tx, l *raft.Log) applyResult {
+	c, err := decodeCommand(l.Data)
+	if err != nil {
+		return applyResult{Err: err, Res: TxnResult{FailedOp: -1, Index: l.Index}}
+	}
+	if len(c.RequestID) > 0 {
+		if prev := tx.Bucket(bucketReq).Get(c.RequestID); prev != nil {
+			if r, err := decodeResult(prev); err == nil {
+				return r
+			}
+		}
+	}
+	var r applyResult
+	switch c.Type {
+	case cmdCreateTable:
+		_, err := tx.CreateBucketIfNotExists(tableBucket(c.Ops[0].Table))
+		r = applyResult{Err: err, Res: TxnResult{Succeeded: err == nil, FailedOp: -1}}
+	case cmdTxn:
+		r = applyTxn(tx, c.Ops)
+	case cmdNoop:
+		r = applyResult{Res: TxnResult{Succeeded: true, FailedOp: -1}}
+	}
+	r.Res.Index = l.Index
+	if len(c.RequestID) > 0 {
+		if err := remember(tx, l.Index, c.RequestID, r); err != nil {
+			r.Err = err
+		}
+	}
+	return r
+}
+
+// remember records the result of a request so that a retry of it is
+// answered without applying it again, and forgets requests older than the
+// dedup window. Both depend only on log indexes, so every node agrees.
+func remember(tx *bolt.Tx, index uint64, id []byte, r applyResult) error {
+	if err := tx.Bucket(bucketReq).Put(id, encodeResult(r)); err != nil {
+		return err
+	}
+	idx := tx.Bucket(bucketReqIdx)
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(id)), index)
+	if err := idx.Put(append(k, id...), nil); err != nil {
+		return err
+	}
+	if index <= dedupWindow {
+		return nil
+	}
+	cutoff := index - dedupWindow
+	c := idx.Cursor()
+	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k[:8]) < cutoff; k, _ = c.First() {
+		if err := tx.Bucket(bucketReq).Delete(k[8:]); err != nil {
+			return err
+		}
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyTxn evaluates every condition first, against the state as modified by
+// the earlier operations of the same transaction, and writes only if all hold.
+func applyTxn(tx *bolt.Tx, ops []Op) applyResult {
+	res := TxnResult{FailedOp: -1, Values: make([][]byte, len(ops))}
+	buckets := make([]*bolt.Bucket, len(ops))
+	type pending struct {
+		v   []byte
+		del bool
+	}
+	overlay := map[string]pending{}
+	current := func(i int) ([]byte, bool) {
+		if p, ok := overlay[ops[i].Table+"\x00"+string(ops[i].Key)]; ok {
+			return p.v, !p.del
+		}
+		v := buckets[i].Get(ops[i].Key)
+		return v, v != nil
+	}
+	for i := range ops {
+		op := &ops[i]
+		if buckets[i] = tx.Bucket(tableBucket(op.Table)); buckets[i] == nil {
+			return applyResult{Err: fmt.Errorf("%w: %q", ErrUnknownTable, op.Table), Res: TxnResult{FailedOp: i}}
+		}
+		ok := true
+		switch op.Kind {
+		case OpGet:
+			v, found := current(i)
+			res.Values[i] = bytes.Clone(v)
+			ok = found
+		case OpCAS:
+			v, found := current(i)
+			switch {
+			case op.Old == nil:
+				ok = !found
+			case op.Prefix:
+				ok = found && bytes.HasPrefix(v, op.Old)
+			default:
+				ok = found && bytes.Equal(v, op.Old)
+			}
+			if !ok {
+				res.Values[i] = bytes.Clone(v)
+			}
+		}
+		if !ok {
+			res.FailedOp = i
+			return applyResult{Res: res}
+		}
+		switch {
+		case op.Kind == OpPut || (op.Kind == OpCAS && !op.Delete):
+			overlay[op.Table+"\x00"+string(op.Key)] = pending{v: op.Value}
+		case op.Kind == OpDelete || op.Kind == OpCAS:
+			overlay[op.Table+"\x00"+string(op.Key)] = pending{del: true}
+		}
+	}
+	for i := range ops {
+		op := &ops[i]
+		var err error
+		switch {
+		case op.Kind == OpPut || (op.Kind == OpCAS && !op.Delete):
+			err = buckets[i].Put(op.Key, op.Value)
+		case op.Kind == OpDelete || op.Kind == OpCAS:
+			err = buckets[i].Delete(op.Key)
+		}
+		if err != nil {
+			return applyResult{Err: err, Res: TxnResult{FailedOp: i}}
+		}
+	}
+	res.Succeeded = true
+	return applyResult{Res: res}
+}
+
+// Snapshot captures the state in a bbolt read transaction, which Persist
+// streams to the sink.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	tx, err := f.db.Begin(false)
+	if err != nil {
+		return nil, err
+	}
+	return &fsmSnapshot{tx: tx}, nil
+}
+
+type fsmSnapshot struct {
+	once sync.Once
+	tx   *bolt.Tx
+}
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	defer s.Release()
+	if _, err := s.tx.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() { s.once.Do(func() { s.tx.Rollback() }) }
+
+// Restore replaces the state with a snapshot: it is written to a temporary
+// file, checked, fsynced and renamed over the state file.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	tmp := f.path + ".restore"
+	if err := writeSynced(tmp, rc); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("restore: %w", err)
+	}
+	check, err := openBolt(tmp)
+	if err == nil {
+		_, err = readApplied(check)
+		check.Close()
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("restore: snapshot is not a state file: %w", err)
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.db.Close(); err != nil {
+		return fmt.Errorf("restore: close state file: %w", err)
+	}
+	if err := os.Rename(tmp, f.path); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := syncDir(filepath.Dir(f.path)); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	db, err := openBolt(f.path)
+	if err != nil {
+		return fmt.Errorf("restore: reopen: %w", err)
+	}
+	if err := initState(db); err != nil {
+		db.Close()
+		return fmt.Errorf("restore: %w", err)
+	}
+	idx, err := readApplied(db)
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("restore: %w", err)
+	}
+	f.db = db
+	f.setApplied(idx)
+	f.restores.Add(1)
+	return nil
+}
+
+func writeSynced(path string, r io.Reader) error {
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, r); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,222 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// AddVoter adds the node id, reachable at addr, as a voter. It may be called
+// on any node; followers forward it to the leader.
+func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
+	if id == "" || len(id) > 128 || addr == "" || len(addr) > 256 {
+		return fmt.Errorf("%w: server ID and address are required", ErrInvalidArgument)
+	}
+	body := appendBytes(appendBytes(nil, []byte(id)), []byte(addr))
+	return s.onLeader(ctx, reqAddVoter, body, func(ctx context.Context) error { return s.addVoterLocal(ctx, id, addr) })
+}
+
+// RemoveServer removes the node id from the cluster.
+func (s *Store) RemoveServer(ctx context.Context, id string) error {
+	if id == "" || len(id) > 128 {
+		return fmt.Errorf("%w: server ID is required", ErrInvalidArgument)
+	}
+	return s.onLeader(ctx, reqRemove, appendBytes(nil, []byte(id)), func(ctx context.Context) error { return s.removeLocal(ctx, id) })
+}
+
+// onLeader runs local on the leader, or forwards the request to it.
+func (s *Store) onLeader(ctx context.Context, kind byte, body []byte, local func(context.Context) error) error {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	for {
+		var err error
+		if s.raft.State() == raft.Leader {
+			err = local(ctx)
+		} else if id, addr := s.Leader(); addr != "" {
+			var r applyResult
+			if r, _, err = s.fwd.call(ctx, addr, id, kind, body); err == nil {
+				err = r.Err
+			}
+		} else {
+			err = ErrNoLeader
+		}
+		if !retryable(err) {
+			return err
+		}
+		if werr := s.pause(ctx); werr != nil {
+			return fmt.Errorf("%w: %v", werr, err)
+		}
+	}
+}
+
+func raftErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	}
+	return err
+}
+
+func (s *Store) addVoterLocal(ctx context.Context, id, addr string) error {
+	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
+		if string(srv.ID) == id && string(srv.Address) == addr && srv.Suffrage == raft.Voter {
+			return nil
+		}
+	}
+	return raftErr(s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)).Error())
+}
+
+func (s *Store) removeLocal(ctx context.Context, id string) error {
+	if !s.isMember(id) {
+		return nil
+	}
+	return raftErr(s.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx)).Error())
+}
+
+func timeoutOf(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return time.Until(dl)
+	}
+	return 10 * time.Second
+}
+
+// TransferLeadership hands leadership to another voter. Only the leader can.
+func (s *Store) TransferLeadership() error {
+	if s.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	return raftErr(s.raft.LeadershipTransfer().Error())
+}
+
+// Peer is one member of the cluster as this node sees it.
+type Peer struct {
+	ID     string `json:"id"`
+	Addr   string `json:"address"`
+	Voter  bool   `json:"voter"`
+	Leader bool   `json:"leader"`
+	// LastContact is, on the leader, when the follower last answered:
+	// recent unless heartbeats to it are failing. Zero elsewhere.
+	LastContact time.Time `json:"last_contact,omitzero"`
+	Healthy     bool      `json:"healthy"`
+}
+
+// Status describes this node and the cluster as it sees them.
+type Status struct {
+	ID           string `json:"id"`
+	Addr         string `json:"address"`
+	State        string `json:"state"`
+	LeaderID     string `json:"leader_id"`
+	LeaderAddr   string `json:"leader_address"`
+	Term         uint64 `json:"term"`
+	AppliedIndex uint64 `json:"applied_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	LastIndex    uint64 `json:"last_index"`
+	// LastLeaderContact is when a follower last heard from the leader.
+	LastLeaderContact time.Time `json:"last_leader_contact,omitzero"`
+	Peers             []Peer    `json:"peers"`
+}
+
+// Status reports this node's view of the cluster.
+func (s *Store) Status() Status {
+	leaderAddr, leaderID := s.raft.LeaderWithID()
+	st := Status{
+		ID: s.cfg.NodeID, Addr: s.cfg.AdvertiseAddr,
+		State:    s.raft.State().String(),
+		LeaderID: string(leaderID), LeaderAddr: string(leaderAddr),
+		Term:         s.raft.CurrentTerm(),
+		AppliedIndex: s.fsm.appliedIndex(),
+		CommitIndex:  s.raft.CommitIndex(),
+		LastIndex:    s.raft.LastIndex(),
+	}
+	isLeader := s.raft.State() == raft.Leader
+	if !isLeader {
+		st.LastLeaderContact = s.raft.LastContact()
+	}
+	now := s.cfg.Now()
+	s.contactMu.Lock()
+	defer s.contactMu.Unlock()
+	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
+		p := Peer{ID: string(srv.ID), Addr: string(srv.Address), Voter: srv.Suffrage == raft.Voter, Leader: srv.ID == leaderID}
+		switch {
+		case !isLeader:
+		case p.ID == s.cfg.NodeID:
+			p.LastContact, p.Healthy = now, true
+		default:
+			last, failing := s.failed[srv.ID]
+			if !failing {
+				last = now
+			}
+			p.LastContact, p.Healthy = last, !failing
+		}
+		st.Peers = append(st.Peers, p)
+	}
+	return st
+}
+
+// Backup writes a consistent copy of the whole store (a bbolt file) to w.
+// It reads linearizably: the copy holds every write acknowledged before it.
+func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	if err := s.linearize(ctx); err != nil {
+		return 0, err
+	}
+	var n int64
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// Restore replaces the state of the whole cluster with a backup. It runs on
+// the leader; raft sends the restored state to every follower. The backup is
+// checked before anything changes.
+func (s *Store) Restore(ctx context.Context, r io.Reader) error {
+	if s.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	tmp := filepath.Join(s.cfg.DataDir, "backup.restore")
+	defer os.Remove(tmp)
+	if err := writeSynced(tmp, io.LimitReader(r, maxBackupSize)); err != nil {
+		return fmt.Errorf("raftstore: restore: %w", err)
+	}
+	db, err := openBolt(tmp)
+	if err == nil {
+		_, err = readApplied(db)
+		db.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("%w: not a backup: %v", ErrInvalidArgument, err)
+	}
+	f, err := os.Open(tmp)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: fi.Size()}
+	if err := s.raft.Restore(meta, f, timeoutOf(ctx)); err != nil {
+		return fmt.Errorf("raftstore: restore: %w", raftErr(err))
+	}
+	// Mark the restored state with an entry of its own, so that linearizable
+	// reads (which wait for the state to reach the commit index) go on.
+	_, err = s.propose(ctx, &command{Type: cmdNoop})
+	return err
+}
+
+// maxBackupSize bounds what Restore reads.
+const maxBackupSize = 64 << 30

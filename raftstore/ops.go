@@ -1,0 +1,318 @@
+package raftstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// CreateTable creates a table if it does not exist. Safe to call at every
+// start on every node.
+func (s *Store) CreateTable(ctx context.Context, name string) error {
+	if !validTable(name) {
+		return fmt.Errorf("%w: %q", ErrInvalidTable, name)
+	}
+	_, err := s.propose(ctx, &command{Type: cmdCreateTable, Ops: []Op{{Table: name}}})
+	return err
+}
+
+// Put writes value at key.
+func (s *Store) Put(ctx context.Context, table string, key, value []byte) error {
+	_, err := s.Txn(ctx, []Op{{Kind: OpPut, Table: table, Key: key, Value: value}})
+	return err
+}
+
+// Delete removes key; removing an absent key is not an error.
+func (s *Store) Delete(ctx context.Context, table string, key []byte) error {
+	_, err := s.Txn(ctx, []Op{{Kind: OpDelete, Table: table, Key: key}})
+	return err
+}
+
+// CompareAndSwap writes new at key if the current value equals old (old nil:
+// only if key is absent). It reports whether it swapped and, if not, the
+// current value (nil when absent).
+func (s *Store) CompareAndSwap(ctx context.Context, table string, key, old, new []byte) (bool, []byte, error) {
+	res, err := s.Txn(ctx, []Op{{Kind: OpCAS, Table: table, Key: key, Old: old, Value: new}})
+	if err != nil {
+		return false, nil, err
+	}
+	if !res.Succeeded {
+		return false, res.Values[0], nil
+	}
+	return true, nil, nil
+}
+
+// Txn applies ops atomically: all conditions are checked first and, if one
+// fails, nothing is written and the result says which.
+func (s *Store) Txn(ctx context.Context, ops []Op) (TxnResult, error) {
+	for i := range ops {
+		if ops[i].Kind == OpPut && ops[i].Value == nil {
+			ops[i].Value = []byte{}
+		}
+		if ops[i].Kind == OpCAS && !ops[i].Delete && ops[i].Value == nil {
+			ops[i].Value = []byte{}
+		}
+	}
+	return s.propose(ctx, &command{Type: cmdTxn, Ops: ops})
+}
+
+func newRequestID() []byte {
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	return id
+}
+
+func (s *Store) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+}
+
+// propose replicates c through the leader, wherever it is. Every command
+// carries a request ID, so a retry after a lost answer is applied once.
+func (s *Store) propose(ctx context.Context, c *command) (TxnResult, error) {
+	if err := c.validate(); err != nil {
+		return TxnResult{}, err
+	}
+	c.RequestID = newRequestID()
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	sent := false
+	for {
+		var (
+			r   applyResult
+			err error
+		)
+		if s.raft.State() == raft.Leader {
+			r, err = s.applyLocal(ctx, c)
+			sent = sent || !errors.Is(err, ErrNotLeader)
+		} else if id, addr := s.Leader(); addr != "" {
+			var maybe bool
+			r, maybe, err = s.fwd.call(ctx, addr, id, reqWrite, c.encode())
+			sent = sent || maybe
+			if err == nil && retryable(r.Err) {
+				err, r = r.Err, applyResult{}
+			}
+		} else {
+			err = ErrNoLeader
+		}
+		if err == nil {
+			return r.Res, r.Err
+		}
+		if !retryable(err) {
+			return TxnResult{}, err
+		}
+		if werr := s.pause(ctx); werr != nil {
+			if sent {
+				return TxnResult{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+			}
+			return TxnResult{}, fmt.Errorf("%w: %v", werr, err)
+		}
+	}
+}
+
+// retryable reports whether a failed attempt may succeed on another try
+// (against a new leader, or once one is elected).
+func retryable(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, ErrNotLeader), errors.Is(err, ErrNoLeader), errors.Is(err, ErrUnknownOutcome),
+		errors.Is(err, ErrTimeout), errors.Is(err, ErrPeerIdentity):
+		return true
+	}
+	for _, e := range errorCodes[1:] {
+		if errors.Is(err, e) {
+			return false
+		}
+	}
+	return true // connection errors
+}
+
+func (s *Store) pause(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ErrTimeout
+	case <-s.closing:
+		return ErrClosed
+	case <-time.After(20 * time.Millisecond):
+		return nil
+	}
+}
+
+// applyLocal proposes c on this node, which must be the leader, and waits
+// until it is applied here.
+func (s *Store) applyLocal(ctx context.Context, c *command) (applyResult, error) {
+	c.Time = s.cfg.Now().UnixNano()
+	timeout := s.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	f := s.raft.Apply(c.encode(), timeout)
+	done := make(chan struct{})
+	go func() { f.Error(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return applyResult{}, ErrUnknownOutcome
+	}
+	switch err := f.Error(); {
+	case err == nil:
+	case errors.Is(err, raft.ErrNotLeader):
+		return applyResult{}, ErrNotLeader
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrEnqueueTimeout):
+		return applyResult{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return applyResult{}, ErrClosed
+	default:
+		return applyResult{}, err
+	}
+	r, ok := f.Response().(applyResult)
+	if !ok {
+		return applyResult{}, fmt.Errorf("%w: no result for index %d", ErrMalformed, f.Index())
+	}
+	return r, nil
+}
+
+// readIndexLocal returns an index that covers every write acknowledged
+// before the call, after checking that this node is still the leader.
+func (s *Store) readIndexLocal(ctx context.Context) (uint64, error) {
+	for s.raft.State() == raft.Leader && s.readyTerm.Load() != s.raft.CurrentTerm() {
+		if err := s.pause(ctx); err != nil {
+			return 0, err
+		}
+	}
+	if s.raft.State() != raft.Leader {
+		return 0, ErrNotLeader
+	}
+	idx := s.raft.CommitIndex()
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	return idx, nil
+}
+
+// linearize waits until this node's state holds every write acknowledged
+// before the call: the leader confirms its leadership and commit index, and
+// the state machine here catches up to it.
+func (s *Store) linearize(ctx context.Context) error {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	for {
+		var (
+			idx uint64
+			err error
+		)
+		if s.raft.State() == raft.Leader {
+			idx, err = s.readIndexLocal(ctx)
+		} else if id, addr := s.Leader(); addr != "" {
+			var r applyResult
+			r, _, err = s.fwd.call(ctx, addr, id, reqReadIndex, nil)
+			if err == nil {
+				idx, err = r.Res.Index, r.Err
+			}
+		} else {
+			err = ErrNoLeader
+		}
+		if err == nil {
+			return s.fsm.waitApplied(ctx, idx)
+		}
+		if !retryable(err) {
+			return err
+		}
+		if werr := s.pause(ctx); werr != nil {
+			return fmt.Errorf("%w: %v", werr, err)
+		}
+	}
+}
+
+func checkRead(table string, key []byte) error {
+	if !validTable(table) {
+		return fmt.Errorf("%w: %q", ErrInvalidTable, table)
+	}
+	if key != nil && (len(key) == 0 || len(key) > MaxKeySize) {
+		return fmt.Errorf("%w: key must be 1 to %d bytes", ErrInvalidKey, MaxKeySize)
+	}
+	return nil
+}
+
+func (s *Store) read(ctx context.Context, table string, opts []ReadOption, fn func(b *bolt.Bucket) error) error {
+	var o readOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if !o.stale {
+		if err := s.linearize(ctx); err != nil {
+			return err
+		}
+	}
+	return s.fsm.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(tableBucket(table))
+		if b == nil {
+			return fmt.Errorf("%w: %q", ErrUnknownTable, table)
+		}
+		return fn(b)
+	})
+}
+
+// Get returns the value at key, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, table string, key []byte, opts ...ReadOption) ([]byte, error) {
+	if key == nil {
+		key = []byte{}
+	}
+	if err := checkRead(table, key); err != nil {
+		return nil, err
+	}
+	var v []byte
+	err := s.read(ctx, table, opts, func(b *bolt.Bucket) error {
+		if v = b.Get(key); v == nil {
+			return ErrNotFound
+		}
+		v = bytes.Clone(v)
+		return nil
+	})
+	return v, err
+}
+
+// List returns one page of the keys with o.Prefix, in key order.
+func (s *Store) List(ctx context.Context, table string, o ListOptions, opts ...ReadOption) (ListPage, error) {
+	if err := checkRead(table, nil); err != nil {
+		return ListPage{}, err
+	}
+	limit := o.Limit
+	if limit <= 0 || limit > DefaultListLimit {
+		limit = DefaultListLimit
+	}
+	var page ListPage
+	err := s.read(ctx, table, opts, func(b *bolt.Bucket) error {
+		c := b.Cursor()
+		start := o.Prefix
+		if o.After != nil && bytes.Compare(o.After, start) >= 0 {
+			start = o.After
+		}
+		k, v := c.Seek(start)
+		if o.After != nil && bytes.Equal(k, o.After) {
+			k, v = c.Next()
+		}
+		for ; k != nil && bytes.HasPrefix(k, o.Prefix); k, v = c.Next() {
+			if len(page.Items) == limit {
+				page.Next = bytes.Clone(page.Items[limit-1].Key)
+				return nil
+			}
+			kv := KV{Key: bytes.Clone(k)}
+			if !o.KeysOnly {
+				kv.Value = bytes.Clone(v)
+			}
+			page.Items = append(page.Items, kv)
+		}
+		return nil
+	})
+	return page, err
+}

@@ -1,0 +1,405 @@
+package raftstore
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// Config configures one node. Start from DefaultConfig.
+type Config struct {
+	// NodeID is this node's Raft server ID; its cluster certificate names it.
+	NodeID string
+	// DataDir holds the log (raft.db), the state (state.db) and snapshots.
+	DataDir string
+	// BindAddr is the cluster port's listen address. Ignored when Listener is set.
+	BindAddr string
+	// AdvertiseAddr is the address peers dial; defaults to the listener's.
+	AdvertiseAddr string
+	// Listener, when set, is used instead of listening on BindAddr.
+	Listener net.Listener
+	// TLS is the node certificate and the cluster CA.
+	TLS TLSMaterial
+	// Dial opens plain TCP connections to peers; nil uses net.Dialer.
+	Dial DialFunc
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	MaxAppendEntries   int
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+	// ApplyTimeout bounds a write when the caller's context has no deadline.
+	ApplyTimeout time.Duration
+
+	// Now is the clock used to stamp commands. Defaults to time.Now.
+	Now    func() time.Time
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns the tuned defaults: 1 s heartbeat and election
+// timeouts, 64 entries per append, snapshots every 8192 entries keeping
+// 10240 trailing logs.
+func DefaultConfig() Config {
+	return Config{
+		BindAddr:           "127.0.0.1:8444",
+		HeartbeatTimeout:   time.Second,
+		ElectionTimeout:    time.Second,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		MaxAppendEntries:   64,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   30 * time.Second,
+		TrailingLogs:       10240,
+		ApplyTimeout:       10 * time.Second,
+	}
+}
+
+// Validate checks the configuration, naming the field at fault.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeID == "" || len(c.NodeID) > 128:
+		return errors.New("raftstore: NodeID must be 1 to 128 characters")
+	case c.DataDir == "":
+		return errors.New("raftstore: DataDir is required")
+	case c.Listener == nil && c.BindAddr == "":
+		return errors.New("raftstore: BindAddr or Listener is required")
+	case c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0:
+		return errors.New("raftstore: HeartbeatTimeout and ElectionTimeout must be positive")
+	case c.LeaderLeaseTimeout <= 0 || c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return errors.New("raftstore: LeaderLeaseTimeout must be positive and at most HeartbeatTimeout")
+	case c.MaxAppendEntries <= 0 || c.MaxAppendEntries > 1024:
+		return errors.New("raftstore: MaxAppendEntries must be 1 to 1024")
+	case c.ApplyTimeout <= 0:
+		return errors.New("raftstore: ApplyTimeout must be positive")
+	}
+	if err := c.TLS.validate(c.NodeID); err != nil {
+		return fmt.Errorf("raftstore: %w", err)
+	}
+	return nil
+}
+
+// Store is one node of the replicated store.
+type Store struct {
+	cfg       Config
+	logger    hclog.Logger
+	fsm       *fsm
+	logStore  *raftboltdb.BoltStore
+	snapshots *raft.FileSnapshotStore
+	mux       *mux
+	trans     *raft.NetworkTransport
+	raft      *raft.Raft
+	fwd       *forwarder
+
+	readyTerm atomic.Uint64 // term in which this leader's no-op was applied
+	notifyCh  chan bool
+	observeCh chan raft.Observation
+	observer  *raft.Observer
+
+	contactMu sync.Mutex
+	failed    map[raft.ServerID]time.Time // followers failing heartbeats, since when last heard
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup
+}
+
+// Open starts a node. A node with no state waits to be bootstrapped or
+// added to a cluster.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "raftstore", Level: hclog.Warn})
+	}
+	cfg.Logger = cfg.Logger.With("node", cfg.NodeID)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("raftstore: data dir: %w", err)
+	}
+	s := &Store{
+		cfg: cfg, logger: cfg.Logger,
+		notifyCh:  make(chan bool, 16),
+		observeCh: make(chan raft.Observation, 64),
+		failed:    map[raft.ServerID]time.Time{},
+		closing:   make(chan struct{}),
+	}
+	if err := s.open(); err != nil {
+		s.abort()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) open() error {
+	var err error
+	dir := s.cfg.DataDir
+	if s.fsm, err = newFSM(filepath.Join(dir, "state.db")); err != nil {
+		return fmt.Errorf("raftstore: %w", err)
+	}
+	if s.logStore, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")}); err != nil {
+		return fmt.Errorf("raftstore: log store: %w", err)
+	}
+	logs, err := raft.NewLogCache(1024, s.logStore)
+	if err != nil {
+		return fmt.Errorf("raftstore: log cache: %w", err)
+	}
+	if s.snapshots, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, s.logger.Named("snapshots")); err != nil {
+		return fmt.Errorf("raftstore: snapshot store: %w", err)
+	}
+	if err := s.catchUpFromSnapshot(); err != nil {
+		return fmt.Errorf("raftstore: %w", err)
+	}
+
+	ln := s.cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", s.cfg.BindAddr); err != nil {
+			return fmt.Errorf("raftstore: listen: %w", err)
+		}
+	}
+	if s.cfg.AdvertiseAddr == "" {
+		s.cfg.AdvertiseAddr = ln.Addr().String()
+	}
+	s.mux = newMux(s.cfg.NodeID, ln, s.cfg.TLS, s.cfg.Dial, s.idForAddr)
+	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  &raftLayer{chanListener{m: s.mux, ch: s.mux.raftCh}},
+		MaxPool: 4,
+		Timeout: 10 * time.Second,
+		Logger:  s.logger.Named("transport"),
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(s.cfg.NodeID)
+	rc.HeartbeatTimeout = s.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = s.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = s.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = s.cfg.CommitTimeout
+	rc.MaxAppendEntries = s.cfg.MaxAppendEntries
+	rc.BatchApplyCh = true
+	rc.SnapshotThreshold = s.cfg.SnapshotThreshold
+	rc.SnapshotInterval = s.cfg.SnapshotInterval
+	rc.TrailingLogs = s.cfg.TrailingLogs
+	rc.NoSnapshotRestoreOnStart = true
+	rc.NotifyCh = s.notifyCh
+	rc.Logger = s.logger.Named("raft")
+	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.logStore, s.snapshots, s.trans); err != nil {
+		return fmt.Errorf("raftstore: start raft: %w", err)
+	}
+	s.observer = raft.NewObserver(s.observeCh, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+			return true
+		}
+		return false
+	})
+	s.raft.RegisterObserver(s.observer)
+	s.fwd = newForwarder(s)
+	s.wg.Add(3)
+	go s.watchLeadership()
+	go s.watchHeartbeats()
+	go s.fwd.serve()
+	return nil
+}
+
+// catchUpFromSnapshot restores the newest snapshot when the state file is
+// behind it (a lost or replaced state file). Raft is told not to restore on
+// start, so without this the entries in between would be missing.
+func (s *Store) catchUpFromSnapshot() error {
+	metas, err := s.snapshots.List()
+	if err != nil || len(metas) == 0 {
+		return err
+	}
+	if metas[0].Index <= s.fsm.appliedIndex() {
+		return nil
+	}
+	s.logger.Warn("state file is behind the newest snapshot; restoring it",
+		"state_index", s.fsm.appliedIndex(), "snapshot_index", metas[0].Index)
+	_, rc, err := s.snapshots.Open(metas[0].ID)
+	if err != nil {
+		return err
+	}
+	return s.fsm.Restore(rc)
+}
+
+// idForAddr maps a peer address to its server ID in the latest configuration.
+func (s *Store) idForAddr(addr string) (string, bool) {
+	if s.raft == nil {
+		return "", false
+	}
+	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
+		if string(srv.Address) == addr {
+			return string(srv.ID), true
+		}
+	}
+	return "", false
+}
+
+// isMember reports whether id is in the latest configuration.
+func (s *Store) isMember(id string) bool {
+	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
+		if string(srv.ID) == id {
+			return true
+		}
+	}
+	return false
+}
+
+// watchLeadership makes a new leader ready for linearizable reads: it applies
+// a no-op command in its own term, so that its commit index covers every
+// entry of earlier terms and every later entry reaches the state machine.
+func (s *Store) watchLeadership() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case leader := <-s.notifyCh:
+			if !leader {
+				continue
+			}
+			for s.raft.State() == raft.Leader {
+				term := s.raft.CurrentTerm()
+				f := s.raft.Apply((&command{Type: cmdNoop, Time: s.cfg.Now().UnixNano()}).encode(), s.cfg.ApplyTimeout)
+				if f.Error() == nil {
+					if s.raft.CurrentTerm() == term {
+						s.readyTerm.Store(term)
+					}
+					break
+				}
+				select {
+				case <-s.closing:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}
+	}
+}
+
+func (s *Store) watchHeartbeats() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case o := <-s.observeCh:
+			s.contactMu.Lock()
+			switch d := o.Data.(type) {
+			case raft.FailedHeartbeatObservation:
+				s.failed[d.PeerID] = d.LastContact
+			case raft.ResumedHeartbeatObservation:
+				delete(s.failed, d.PeerID)
+			}
+			s.contactMu.Unlock()
+		}
+	}
+}
+
+// Bootstrap makes this node the first member of a new cluster. It fails on a
+// node that already has state.
+func (s *Store) Bootstrap() error {
+	err := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+		Suffrage: raft.Voter,
+		ID:       raft.ServerID(s.cfg.NodeID),
+		Address:  raft.ServerAddress(s.cfg.AdvertiseAddr),
+	}}}).Error()
+	if err != nil {
+		return fmt.Errorf("raftstore: bootstrap: %w", err)
+	}
+	return nil
+}
+
+// ID returns this node's server ID.
+func (s *Store) ID() string { return s.cfg.NodeID }
+
+// Addr returns the cluster address peers dial.
+func (s *Store) Addr() string { return s.cfg.AdvertiseAddr }
+
+// IsLeader reports whether this node is the leader.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the current leader's ID and address, empty if unknown.
+func (s *Store) Leader() (id, addr string) {
+	a, i := s.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// AppliedIndex returns the index of the last entry in this node's state.
+func (s *Store) AppliedIndex() uint64 { return s.fsm.appliedIndex() }
+
+// Close leaves gracefully: a leader hands leadership to another voter first,
+// then the node stops. The data directory keeps its state.
+func (s *Store) Close() error {
+	if s.raft != nil && s.raft.State() == raft.Leader && s.voters() > 1 {
+		if err := s.raft.LeadershipTransfer().Error(); err != nil {
+			s.logger.Warn("leadership transfer on shutdown failed", "error", err)
+		}
+	}
+	return s.shutdown()
+}
+
+// Kill stops the node at once, as a crash would (without a leadership
+// transfer). Its files stay as they are.
+func (s *Store) Kill() error { return s.shutdown() }
+
+func (s *Store) voters() int {
+	n := 0
+	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Store) shutdown() error {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		var errs []error
+		if s.raft != nil {
+			s.raft.DeregisterObserver(s.observer)
+			errs = append(errs, s.raft.Shutdown().Error())
+		}
+		if s.fwd != nil {
+			s.fwd.close()
+		}
+		if s.trans != nil {
+			errs = append(errs, s.trans.Close())
+		}
+		if s.mux != nil {
+			s.mux.close()
+		}
+		s.wg.Wait()
+		s.abort()
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// abort closes the files opened so far.
+func (s *Store) abort() {
+	if s.mux != nil {
+		s.mux.close()
+	}
+	if s.logStore != nil {
+		s.logStore.Close()
+	}
+	if s.fsm != nil {
+		s.fsm.close()
+	}
+}

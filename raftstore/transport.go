@@ -1,0 +1,256 @@
+package raftstore
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// TLS material for the cluster port. Every node's certificate is issued by
+// the cluster CA (kept apart from the workload CA) and names the node's Raft
+// server ID as its common name and as a DNS name, for both server and client
+// authentication.
+type TLSMaterial struct {
+	Certificate tls.Certificate
+	RootCAs     *x509.CertPool
+}
+
+func (m TLSMaterial) validate(id string) error {
+	if len(m.Certificate.Certificate) == 0 || m.RootCAs == nil {
+		return errors.New("TLS: a node certificate and the cluster CA are required")
+	}
+	leaf, err := x509.ParseCertificate(m.Certificate.Certificate[0])
+	if err != nil {
+		return fmt.Errorf("TLS: node certificate: %w", err)
+	}
+	if leaf.Subject.CommonName != id {
+		return fmt.Errorf("TLS: node certificate is for %q, not for node ID %q", leaf.Subject.CommonName, id)
+	}
+	return nil
+}
+
+// Connection kinds: the first byte a dialer writes after the handshake.
+const (
+	connRaft    byte = 'R'
+	connForward byte = 'F'
+)
+
+// DialFunc opens a plain TCP connection; the store adds TLS on top. Tests use
+// it to put a fault-injecting layer between nodes.
+type DialFunc func(ctx context.Context, addr string) (net.Conn, error)
+
+// mux serves Raft and request forwarding on one TLS listener.
+type mux struct {
+	id         string
+	ln         net.Listener
+	serverTLS  *tls.Config
+	tlsm       TLSMaterial
+	dial       DialFunc
+	expectedID func(addr string) (string, bool)
+
+	raftCh    chan net.Conn
+	forwardCh chan net.Conn
+	done      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+const handshakeTimeout = 5 * time.Second
+
+func newMux(id string, ln net.Listener, tlsm TLSMaterial, dial DialFunc, expectedID func(string) (string, bool)) *mux {
+	if dial == nil {
+		var d net.Dialer
+		dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	m := &mux{
+		id: id, ln: ln, tlsm: tlsm, dial: dial, expectedID: expectedID,
+		raftCh:    make(chan net.Conn),
+		forwardCh: make(chan net.Conn),
+		done:      make(chan struct{}),
+	}
+	m.serverTLS = &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{tlsm.Certificate},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    tlsm.RootCAs,
+		VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
+			return checkNodeCert(chains)
+		},
+	}
+	m.wg.Add(1)
+	go m.acceptLoop()
+	return m
+}
+
+// checkNodeCert requires a verified chain whose leaf names a node.
+func checkNodeCert(chains [][]*x509.Certificate) error {
+	if len(chains) == 0 || len(chains[0]) == 0 {
+		return ErrPeerIdentity
+	}
+	leaf := chains[0][0]
+	if leaf.Subject.CommonName == "" || len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != leaf.Subject.CommonName {
+		return fmt.Errorf("%w: not a node certificate", ErrPeerIdentity)
+	}
+	return nil
+}
+
+func (m *mux) acceptLoop() {
+	defer m.wg.Done()
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go m.handshake(c)
+	}
+}
+
+// handshake runs the TLS handshake and reads the connection kind, off the
+// accept loop so a slow peer cannot hold it up.
+func (m *mux) handshake(raw net.Conn) {
+	c := tls.Server(raw, m.serverTLS)
+	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+	var kind [1]byte
+	if err := c.Handshake(); err != nil {
+		c.Close()
+		return
+	}
+	if _, err := c.Read(kind[:]); err != nil {
+		c.Close()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	var ch chan net.Conn
+	switch kind[0] {
+	case connRaft:
+		ch = m.raftCh
+	case connForward:
+		ch = m.forwardCh
+	default:
+		c.Close()
+		return
+	}
+	select {
+	case ch <- c:
+	case <-m.done:
+		c.Close()
+	}
+}
+
+// dialPeer connects to the node with server ID wantID at addr and checks that
+// its certificate names that ID.
+func (m *mux) dialPeer(ctx context.Context, addr, wantID string, kind byte) (net.Conn, error) {
+	raw, err := m.dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{m.tlsm.Certificate},
+		RootCAs:      m.tlsm.RootCAs,
+		ServerName:   wantID,
+		VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
+			if err := checkNodeCert(chains); err != nil {
+				return err
+			}
+			if got := chains[0][0].Subject.CommonName; got != wantID {
+				return fmt.Errorf("%w: %s presented a certificate for %q", ErrPeerIdentity, addr, got)
+			}
+			return nil
+		},
+	}
+	c := tls.Client(raw, cfg)
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if err := c.HandshakeContext(ctx); err != nil {
+		c.Close()
+		var cve *tls.CertificateVerificationError
+		if errors.As(err, &cve) || errors.Is(err, ErrPeerIdentity) {
+			return nil, fmt.Errorf("%w: %v", ErrPeerIdentity, err)
+		}
+		return nil, err
+	}
+	if _, err := c.Write([]byte{kind}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+func (m *mux) close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		close(m.done)
+		err = m.ln.Close()
+		m.wg.Wait()
+	})
+	return err
+}
+
+// peerID returns the server ID a mux connection's peer authenticated as.
+func peerID(c net.Conn) string {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return ""
+	}
+	st := tc.ConnectionState()
+	if len(st.PeerCertificates) == 0 {
+		return ""
+	}
+	return st.PeerCertificates[0].Subject.CommonName
+}
+
+// chanListener is a net.Listener fed by the mux.
+type chanListener struct {
+	m  *mux
+	ch chan net.Conn
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.m.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error   { return nil }
+func (l *chanListener) Addr() net.Addr { return l.m.ln.Addr() }
+
+// raftLayer is the raft.StreamLayer of the mux.
+type raftLayer struct{ chanListener }
+
+var _ raft.StreamLayer = (*raftLayer)(nil)
+
+func (l *raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	id, ok := l.m.expectedID(string(addr))
+	if !ok {
+		return nil, fmt.Errorf("%w: no server with address %s in the configuration", ErrPeerIdentity, addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return l.m.dialPeer(ctx, string(addr), id, connRaft)
+}
