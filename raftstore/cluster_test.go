@@ -286,8 +286,8 @@ func TestRestartAllKeepsStateAndAppliesNothingTwice(t *testing.T) {
 	})
 	applied := map[string]uint64{}
 	for _, s := range c.live() {
-		applied[s.ID()] = s.AppliedIndex()
 		s.Close()
+		applied[s.ID()] = s.AppliedIndex()
 	}
 	c.mu.Lock()
 	c.nodes = map[string]*Store{}
@@ -359,5 +359,56 @@ func TestBackupAndRestore(t *testing.T) {
 	}
 	if err := leader.Restore(ctxT(t, 5*time.Second), bytes.NewReader([]byte("not a backup"))); err == nil {
 		t.Fatal("restored garbage")
+	}
+}
+
+func TestCrashOfAllNodesRebuildsStateFromSnapshotAndLog(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		fastTimeouts(cfg)
+		cfg.SnapshotInterval = time.Hour
+		cfg.TrailingLogs = 8
+	})
+	mustCreateTable(t, c.node("node1"), "kv")
+	put := func(from, to int) {
+		for i := from; i < to; i++ {
+			if err := c.live()[i%3].Put(ctxT(t, 5*time.Second), "kv", fmt.Appendf(nil, "k%03d", i), fmt.Appendf(nil, "v%03d", i)); err != nil {
+				t.Fatalf("put %d on %s: %v", i, c.live()[i%3].ID(), err)
+			}
+		}
+	}
+	put(0, 60)
+	for _, s := range c.live() {
+		if err := s.raft.Snapshot().Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(60, 100) // after the snapshot: only in the log
+	leader := c.waitLeader(5 * time.Second)
+	eventually(t, 5*time.Second, func() error {
+		for _, s := range c.live() {
+			if s.AppliedIndex() != leader.AppliedIndex() {
+				return errNotYet
+			}
+		}
+		return nil
+	})
+	for _, id := range c.ids {
+		c.kill(id)
+	}
+	for _, id := range c.ids {
+		s := c.start(id, nil)
+		if s.fsm.restores.Load() != 1 {
+			t.Fatalf("%s: the state was not rebuilt from its snapshot after a crash", id)
+		}
+	}
+	c.waitLeader(10 * time.Second)
+	for _, s := range c.live() {
+		page, err := s.List(ctxT(t, 5*time.Second), "kv", ListOptions{KeysOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Items) != 100 {
+			t.Fatalf("%s holds %d keys after the crash, want 100", s.ID(), len(page.Items))
+		}
 	}
 }

@@ -96,8 +96,8 @@ func (c *command) validate() error {
 		default:
 			return fmt.Errorf("%w: unknown operation %d", ErrMalformed, op.Kind)
 		}
-		if op.Kind == OpPut && op.Value == nil {
-			op.Value = []byte{}
+		if (op.Kind == OpPut || (op.Kind == OpCAS && !op.Delete)) && op.Value == nil {
+			return fmt.Errorf("%w: %s without a value", ErrMalformed, op.Kind)
 		}
 		if op.Kind == OpCAS && op.Prefix && op.Old == nil {
 			return fmt.Errorf("%w: prefix compare needs an expected prefix", ErrInvalidArgument)

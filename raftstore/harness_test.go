@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -112,9 +113,9 @@ type testCluster struct {
 
 // fastTimeouts keeps tests quick where they do not measure failover.
 func fastTimeouts(c *Config) {
-	c.HeartbeatTimeout = 300 * time.Millisecond
-	c.ElectionTimeout = 300 * time.Millisecond
-	c.LeaderLeaseTimeout = 150 * time.Millisecond
+	c.HeartbeatTimeout = 500 * time.Millisecond
+	c.ElectionTimeout = 500 * time.Millisecond
+	c.LeaderLeaseTimeout = 250 * time.Millisecond
 }
 
 func newCluster(t testing.TB, n int, tune func(*Config)) *testCluster {
@@ -157,7 +158,7 @@ func (c *testCluster) config(id string) Config {
 	cfg.DataDir = c.dirs[id]
 	cfg.TLS = TLSMaterial{Certificate: c.ca.NodeCert(c.t, id), RootCAs: c.ca.Pool}
 	cfg.Dial = c.net.dialer(id)
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "raftstore", Level: hclog.Error})
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "raftstore", Level: hclog.LevelFromString(os.Getenv("RAFTSTORE_TEST_LOG"))})
 	if c.tune != nil {
 		c.tune(&cfg)
 	}

@@ -59,7 +59,43 @@ func (s *Store) Txn(ctx context.Context, ops []Op) (TxnResult, error) {
 			ops[i].Value = []byte{}
 		}
 	}
-	return s.propose(ctx, &command{Type: cmdTxn, Ops: ops})
+	c := &command{Type: cmdTxn, Ops: ops}
+	if err := c.validate(); err != nil {
+		return TxnResult{}, err
+	}
+	if err := s.checkTables(ctx, ops); err != nil {
+		return TxnResult{}, err
+	}
+	return s.propose(ctx, c)
+}
+
+// checkTables rejects an unknown table before anything reaches the log. A
+// table missing here may exist on a leader this node lags behind, so a miss
+// is confirmed with a linearizable look before it is reported.
+func (s *Store) checkTables(ctx context.Context, ops []Op) error {
+	missing := func() string {
+		var name string
+		_ = s.fsm.view(func(tx *bolt.Tx) error {
+			for i := range ops {
+				if tx.Bucket(tableBucket(ops[i].Table)) == nil {
+					name = ops[i].Table
+					return nil
+				}
+			}
+			return nil
+		})
+		return name
+	}
+	if missing() == "" {
+		return nil
+	}
+	if err := s.linearize(ctx); err != nil {
+		return err
+	}
+	if name := missing(); name != "" {
+		return fmt.Errorf("%w: %q", ErrUnknownTable, name)
+	}
+	return nil
 }
 
 func newRequestID() []byte {
@@ -147,38 +183,14 @@ func (s *Store) pause(ctx context.Context) error {
 	}
 }
 
-// applyLocal proposes c on this node, which must be the leader, and waits
-// until it is applied here.
+// applyLocal proposes c on this node, which must be the leader, in the next
+// group-commit batch, and waits until it is applied here.
 func (s *Store) applyLocal(ctx context.Context, c *command) (applyResult, error) {
-	c.Time = s.cfg.Now().UnixNano()
-	timeout := s.cfg.ApplyTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	f := s.raft.Apply(c.encode(), timeout)
-	done := make(chan struct{})
-	go func() { f.Error(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return applyResult{}, ErrUnknownOutcome
-	}
-	switch err := f.Error(); {
-	case err == nil:
-	case errors.Is(err, raft.ErrNotLeader):
+	if s.raft.State() != raft.Leader {
 		return applyResult{}, ErrNotLeader
-	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrEnqueueTimeout):
-		return applyResult{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
-	case errors.Is(err, raft.ErrRaftShutdown):
-		return applyResult{}, ErrClosed
-	default:
-		return applyResult{}, err
 	}
-	r, ok := f.Response().(applyResult)
-	if !ok {
-		return applyResult{}, fmt.Errorf("%w: no result for index %d", ErrMalformed, f.Index())
-	}
-	return r, nil
+	c.Time = s.cfg.Now().UnixNano()
+	return s.batch.submit(ctx, c)
 }
 
 // readIndexLocal returns an index that covers every write acknowledged

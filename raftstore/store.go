@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
 )
 
 // Config configures one node. Start from DefaultConfig.
@@ -101,6 +102,7 @@ type Store struct {
 	trans     *raft.NetworkTransport
 	raft      *raft.Raft
 	fwd       *forwarder
+	batch     *batcher
 
 	readyTerm atomic.Uint64 // term in which this leader's no-op was applied
 	notifyCh  chan bool
@@ -140,7 +142,7 @@ func Open(cfg Config) (*Store, error) {
 		closing:   make(chan struct{}),
 	}
 	if err := s.open(); err != nil {
-		s.abort()
+		s.abort(false)
 		return nil, err
 	}
 	return s, nil
@@ -152,7 +154,11 @@ func (s *Store) open() error {
 	if s.fsm, err = newFSM(filepath.Join(dir, "state.db")); err != nil {
 		return fmt.Errorf("raftstore: %w", err)
 	}
-	if s.logStore, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")}); err != nil {
+	s.logStore, err = raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(dir, "raft.db"),
+		BoltOptions: &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
+	})
+	if err != nil {
 		return fmt.Errorf("raftstore: log store: %w", err)
 	}
 	logs, err := raft.NewLogCache(1024, s.logStore)
@@ -177,10 +183,11 @@ func (s *Store) open() error {
 	}
 	s.mux = newMux(s.cfg.NodeID, ln, s.cfg.TLS, s.cfg.Dial, s.idForAddr)
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &raftLayer{chanListener{m: s.mux, ch: s.mux.raftCh}},
-		MaxPool: 4,
-		Timeout: 10 * time.Second,
-		Logger:  s.logger.Named("transport"),
+		Stream:          &raftLayer{chanListener{m: s.mux, ch: s.mux.raftCh}},
+		MaxPool:         4,
+		MaxRPCsInFlight: 1,
+		Timeout:         10 * time.Second,
+		Logger:          s.logger.Named("transport"),
 	})
 
 	rc := raft.DefaultConfig()
@@ -209,7 +216,9 @@ func (s *Store) open() error {
 	})
 	s.raft.RegisterObserver(s.observer)
 	s.fwd = newForwarder(s)
-	s.wg.Add(3)
+	s.batch = newBatcher(s)
+	s.wg.Add(4)
+	go s.batch.run()
 	go s.watchLeadership()
 	go s.watchHeartbeats()
 	go s.fwd.serve()
@@ -350,12 +359,13 @@ func (s *Store) Close() error {
 			s.logger.Warn("leadership transfer on shutdown failed", "error", err)
 		}
 	}
-	return s.shutdown()
+	return s.shutdown(true)
 }
 
-// Kill stops the node at once, as a crash would (without a leadership
-// transfer). Its files stay as they are.
-func (s *Store) Kill() error { return s.shutdown() }
+// Kill stops the node at once, as a crash would: no leadership transfer, and
+// the state file is left unflushed and unmarked, so the next start rebuilds
+// it from the snapshot and the log.
+func (s *Store) Kill() error { return s.shutdown(false) }
 
 func (s *Store) voters() int {
 	n := 0
@@ -367,7 +377,7 @@ func (s *Store) voters() int {
 	return n
 }
 
-func (s *Store) shutdown() error {
+func (s *Store) shutdown(clean bool) error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
 		var errs []error
@@ -385,14 +395,14 @@ func (s *Store) shutdown() error {
 			s.mux.close()
 		}
 		s.wg.Wait()
-		s.abort()
+		s.abort(clean)
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
 }
 
 // abort closes the files opened so far.
-func (s *Store) abort() {
+func (s *Store) abort(clean bool) {
 	if s.mux != nil {
 		s.mux.close()
 	}
@@ -400,6 +410,8 @@ func (s *Store) abort() {
 		s.logStore.Close()
 	}
 	if s.fsm != nil {
-		s.fsm.close()
+		if err := s.fsm.close(clean); err != nil {
+			s.logger.Error("closing the state file", "error", err)
+		}
 	}
 }

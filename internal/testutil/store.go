@@ -38,7 +38,7 @@ func SingleNodeIn(t testing.TB, dir string) *raftstore.Store {
 	cfg.HeartbeatTimeout = 200 * time.Millisecond
 	cfg.ElectionTimeout = 200 * time.Millisecond
 	cfg.LeaderLeaseTimeout = 100 * time.Millisecond
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "raftstore", Level: hclog.Error})
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "raftstore", Level: hclog.Off})
 	s, err := raftstore.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
