@@ -1,0 +1,134 @@
+package auth
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+const (
+	// maxPeerChain bounds the certificates a client may present.
+	maxPeerChain = 8
+	// maxSANs bounds the names of one kind checked against a role, and so
+	// the work a certificate can cause.
+	maxSANs = 64
+)
+
+// LoginWithCert issues a token for the client whose TLS handshake presented
+// peerCerts (leaf first, as in tls.ConnectionState.PeerCertificates). The
+// handshake proved possession of the leaf's key; the certificates must never
+// come from anywhere else (a header, a body). The chain must verify against
+// the role's CA certificates for client authentication at the Clock's time,
+// and the leaf must satisfy the role's constraints. The token is an orphan
+// with the role's policies, and expires no later than the leaf.
+func (s *Service) LoginWithCert(ctx context.Context, peerCerts []*x509.Certificate, roleName string) (string, *Token, error) {
+	if len(peerCerts) == 0 || peerCerts[0] == nil {
+		return "", nil, fmt.Errorf("%w: no client certificate", ErrPermissionDenied)
+	}
+	if len(peerCerts) > maxPeerChain {
+		return "", nil, fmt.Errorf("%w: client chain longer than %d certificates", ErrPermissionDenied, maxPeerChain)
+	}
+	role, err := s.ReadCertRole(ctx, roleName)
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+		return "", nil, fmt.Errorf("%w: certificate login: no role %q", ErrPermissionDenied, truncate(roleName, 64))
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	roots, err := s.validateRole(role)
+	if err != nil {
+		return "", nil, fmt.Errorf("auth: certificate login: stored role %q is invalid: %w", role.Name, err)
+	}
+	leaf := peerCerts[0]
+	now := s.now()
+	opts := x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: x509.NewCertPool(),
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	for _, c := range peerCerts[1:] {
+		if c != nil {
+			opts.Intermediates.AddCert(c)
+		}
+	}
+	if _, err := leaf.Verify(opts); err != nil {
+		return "", nil, fmt.Errorf("%w: certificate login: role %q: %v", ErrPermissionDenied, role.Name, err)
+	}
+	if why := role.mismatch(leaf); why != "" {
+		return "", nil, fmt.Errorf("%w: certificate login: role %q: %s", ErrPermissionDenied, role.Name, why)
+	}
+
+	t, err := s.newChild(nil, TokenRequest{
+		Policies: role.Policies, TTL: role.TTL, MaxTTL: role.MaxTTL, Renewable: true,
+		DisplayName: "cert-" + role.Name, Meta: certMeta(role.Name, leaf),
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	t.ExpiresAt = earliest(t.ExpiresAt, leaf.NotAfter.UTC())
+	t.MaxExpiresAt = earliest(t.MaxExpiresAt, leaf.NotAfter.UTC())
+	return s.insert(ctx, t, nil)
+}
+
+// mismatch returns why leaf fails the role's name constraints, or "".
+func (r *CertRole) mismatch(leaf *x509.Certificate) string {
+	if len(r.AllowedCommonNames) > 0 && !anyMatch(r.AllowedCommonNames, []string{leaf.Subject.CommonName}, 0, false) {
+		return "common name not allowed"
+	}
+	if len(r.AllowedDNSNames) > 0 && !anyMatch(r.AllowedDNSNames, leaf.DNSNames, '.', true) {
+		return "no allowed DNS name"
+	}
+	if len(r.AllowedURIs) > 0 {
+		uris := make([]string, 0, len(leaf.URIs))
+		for _, u := range leaf.URIs {
+			uris = append(uris, u.String())
+		}
+		if !anyMatch(r.AllowedURIs, uris, '/', false) {
+			return "no allowed URI"
+		}
+	}
+	return ""
+}
+
+// anyMatch reports whether any value matches any pattern.
+func anyMatch(patterns, values []string, sep rune, fold bool) bool {
+	for i, v := range values {
+		if i == maxSANs {
+			break
+		}
+		if v == "" || len(v) > 1024 {
+			continue
+		}
+		if fold {
+			v = strings.ToLower(v)
+		}
+		for _, p := range patterns {
+			if fold {
+				p = strings.ToLower(p)
+			}
+			if globMatch(p, v, sep) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// certMeta describes the certificate in the token's metadata, keeping only
+// values that are valid metadata.
+func certMeta(role string, leaf *x509.Certificate) map[string]string {
+	m := map[string]string{"role": role, "serial": leaf.SerialNumber.Text(16)}
+	add := func(k, v string) {
+		if v != "" && checkText(k, v, maxMetaValue) == nil {
+			m[k] = v
+		}
+	}
+	add("common_name", leaf.Subject.CommonName)
+	if len(leaf.URIs) > 0 {
+		add("uri", leaf.URIs[0].String())
+	}
+	return m
+}
