@@ -333,6 +333,17 @@ func (s *Store) Bootstrap() error {
 	return nil
 }
 
+// SetTLS replaces the node certificate and the cluster CA for new
+// connections (certificate renewal, or the move from a bootstrap CA to the
+// cluster CA at init). Existing connections keep theirs.
+func (s *Store) SetTLS(m TLSMaterial) error {
+	if err := m.validate(s.cfg.NodeID); err != nil {
+		return fmt.Errorf("raftstore: %w", err)
+	}
+	s.mux.tlsm.Store(&m)
+	return nil
+}
+
 // ID returns this node's server ID.
 func (s *Store) ID() string { return s.cfg.NodeID }
 

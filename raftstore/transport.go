@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -51,7 +52,7 @@ type mux struct {
 	id         string
 	ln         net.Listener
 	serverTLS  *tls.Config
-	tlsm       TLSMaterial
+	tlsm       atomic.Pointer[TLSMaterial]
 	dial       DialFunc
 	expectedID func(addr string) (string, bool)
 
@@ -70,18 +71,25 @@ func newMux(id string, ln net.Listener, tlsm TLSMaterial, dial DialFunc, expecte
 		dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
 	m := &mux{
-		id: id, ln: ln, tlsm: tlsm, dial: dial, expectedID: expectedID,
+		id: id, ln: ln, dial: dial, expectedID: expectedID,
 		raftCh:    make(chan net.Conn),
 		forwardCh: make(chan net.Conn),
 		done:      make(chan struct{}),
 	}
+	m.tlsm.Store(&tlsm)
 	m.serverTLS = &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{tlsm.Certificate},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    tlsm.RootCAs,
-		VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
-			return checkNodeCert(chains)
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cur := m.tlsm.Load()
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				Certificates: []tls.Certificate{cur.Certificate},
+				ClientAuth:   tls.RequireAndVerifyClientCert,
+				ClientCAs:    cur.RootCAs,
+				VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
+					return checkNodeCert(chains)
+				},
+			}, nil
 		},
 	}
 	m.wg.Add(1)
@@ -164,10 +172,11 @@ func (m *mux) dialPeer(ctx context.Context, addr, wantID string, kind byte) (net
 	if err != nil {
 		return nil, err
 	}
+	cur := m.tlsm.Load()
 	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{m.tlsm.Certificate},
-		RootCAs:      m.tlsm.RootCAs,
+		Certificates: []tls.Certificate{cur.Certificate},
+		RootCAs:      cur.RootCAs,
 		ServerName:   wantID,
 		VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
 			if err := checkNodeCert(chains); err != nil {

@@ -1,0 +1,19 @@
+// Package api is custos's HTTPS API: the router, the middleware every
+// request passes through (request IDs, body limits, authentication,
+// authorisation, audit, metrics) and one file of handlers per domain.
+//
+// What it promises:
+//   - Deny by default: every route names the policy capability it needs;
+//     only health, seal status, init, unseal, the cluster join call and the
+//     public CA material are served without a token.
+//   - Every error is a JSON document {"error": {"code", "message",
+//     "request_id"}} with a stable code; errors from the packages below are
+//     translated to a status and a code in one place (errors.go).
+//   - Request bodies are size-limited and decoded strictly: unknown fields,
+//     trailing data and wrong types are refused before anything changes.
+//   - Every authenticated request is written to the audit log before it is
+//     acted on, and its response after; if the audit log cannot be written
+//     the request fails. Secrets are HMAC'd in the log, never plain.
+//
+// No package below api knows about HTTP.
+package api

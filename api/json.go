@@ -1,0 +1,97 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// DefaultMaxBodyBytes is the default request body limit: a 1 MiB value
+// in base64, with room for the JSON around it.
+const DefaultMaxBodyBytes = 2 << 20
+
+// decode reads one JSON object from the request body into v, strictly: no
+// unknown fields, no trailing data. An empty body decodes as {}.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return decodeError(err)
+		}
+		return Errorf(http.StatusBadRequest, CodeMalformedJSON, "request body holds more than one JSON value")
+	}
+	return nil
+}
+
+func decodeError(err error) *Error {
+	var (
+		maxErr  *http.MaxBytesError
+		typeErr *json.UnmarshalTypeError
+		synErr  *json.SyntaxError
+	)
+	switch {
+	case errors.As(err, &maxErr):
+		return Errorf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "request body is over the limit of %d bytes", maxErr.Limit)
+	case errors.As(err, &typeErr):
+		return Errorf(http.StatusBadRequest, CodeMalformedJSON, "field %q must be %s", typeErr.Field, typeErr.Type)
+	case errors.As(err, &synErr):
+		return Errorf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON at byte %d", synErr.Offset)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return Errorf(http.StatusBadRequest, CodeUnknownField, "unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return Errorf(http.StatusBadRequest, CodeMalformedJSON, "truncated JSON")
+	}
+	return Errorf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON: %s", sanitize(err.Error()))
+}
+
+// sanitize keeps decoder messages short; they never echo body values.
+func sanitize(s string) string {
+	if len(s) > 120 {
+		s = s[:120]
+	}
+	return s
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	if v != nil {
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+type errorBody struct {
+	Error struct {
+		*Error
+		RequestID string `json:"request_id,omitempty"`
+	} `json:"error"`
+}
+
+// writeError sends err as the API error document and records its code for
+// the audit and metrics middleware.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	e := toError(err)
+	var body errorBody
+	body.Error.Error = e
+	body.Error.RequestID = requestID(r.Context())
+	if rs := reqState(r.Context()); rs != nil {
+		rs.errCode = e.Code
+		if e.Code == CodeInternal {
+			rs.internal = err
+		}
+	}
+	writeJSON(w, e.Status, body)
+}
+
+// ok sends a 200 with v as the body.
+func ok(w http.ResponseWriter, v any) { writeJSON(w, http.StatusOK, v) }

@@ -1,0 +1,313 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/custos-pki/custos/audit"
+	"github.com/custos-pki/custos/auth"
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TokenHeader carries the client token; "Authorization: Bearer" works too.
+const TokenHeader = "X-Custos-Token"
+
+type ctxKey int
+
+const stateKey ctxKey = iota
+
+// state is what the middleware learns about one request.
+type state struct {
+	id       string
+	start    time.Time
+	errCode  string
+	internal error
+	token    string      // the raw token; never logged
+	caller   *auth.Token // nil when unauthenticated
+}
+
+func reqState(ctx context.Context) *state {
+	st, _ := ctx.Value(stateKey).(*state)
+	return st
+}
+
+func requestID(ctx context.Context) string {
+	if st := reqState(ctx); st != nil {
+		return st.id
+	}
+	return ""
+}
+
+// caller returns the authenticated token of the request and its raw value.
+func caller(r *http.Request) (*auth.Token, string) {
+	if st := reqState(r.Context()); st != nil {
+		return st.caller, st.token
+	}
+	return nil, ""
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// statusWriter records the status a handler sent.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("handler panic", "path", r.URL.Path, "panic", fmt.Sprint(v))
+				writeError(w, r, fmt.Errorf("panic"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// begin gives the request an ID and state, and records its metrics.
+func (s *Server) begin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := &state{id: newRequestID(), start: time.Now()}
+		w.Header().Set("X-Request-Id", st.id)
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), stateKey, st)))
+		if st.internal != nil {
+			s.log.Error("internal error", "request_id", st.id, "path", r.URL.Path, "error", st.internal)
+		}
+		pattern := "unmatched"
+		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+			pattern = rc.RoutePattern()
+		}
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		s.metrics.observe(r.Method, pattern, status, time.Since(st.start))
+	})
+}
+
+// wrap applies a route's body limit, authentication, authorisation and
+// audit around its handler.
+func (s *Server) wrap(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := reqState(r.Context())
+		if !rt.raw {
+			r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
+		}
+		if rt.public {
+			s.serveAudited(w, r, rt, nil)
+			return
+		}
+		svc, ok := s.services(w, r)
+		if !ok {
+			return
+		}
+		tok := tokenFrom(r)
+		if tok == "" {
+			s.refuse(w, r, rt, svc, Errorf(http.StatusUnauthorized, CodeUnauthenticated, "a token is required (header %s)", TokenHeader))
+			return
+		}
+		t, err := svc.Auth.Authenticate(r.Context(), tok)
+		if err != nil {
+			s.refuse(w, r, rt, svc, err)
+			return
+		}
+		st.token, st.caller = tok, t
+		path := strings.TrimPrefix(r.URL.Path, "/v1/")
+		allowed, err := svc.Auth.Authorizer().Allowed(r.Context(), t.Policies, path, rt.cap)
+		if err != nil {
+			s.refuse(w, r, rt, svc, err)
+			return
+		}
+		if !allowed {
+			s.refuse(w, r, rt, svc, Errorf(http.StatusForbidden, CodePermissionDenied, "permission denied: %s on %s", rt.cap, path))
+			return
+		}
+		s.serveAudited(w, r, rt, svc)
+	})
+}
+
+func tokenFrom(r *http.Request) string {
+	if t := r.Header.Get(TokenHeader); t != "" {
+		return t
+	}
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// refuse answers a request that failed authentication or authorisation,
+// and audits the refusal.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rt route, svc *Services, err error) {
+	e := toError(err)
+	if svc != nil && svc.Audit != nil {
+		entry := s.entry(r, rt, audit.TypeResponse)
+		entry.Status, entry.ErrorCode = e.Status, e.Code
+		if lerr := svc.Audit.Log(entry); lerr != nil {
+			writeError(w, r, fmt.Errorf("audit log: %w", lerr))
+			return
+		}
+	}
+	writeError(w, r, e)
+}
+
+func (s *Server) entry(r *http.Request, rt route, typ string) *audit.Entry {
+	st := reqState(r.Context())
+	e := &audit.Entry{
+		Type: typ, RequestID: st.id, RemoteAddr: r.RemoteAddr,
+		Method: r.Method, Path: r.URL.Path, Operation: rt.op,
+	}
+	if st.caller != nil {
+		e.Auth = &audit.Auth{Accessor: st.caller.Accessor, DisplayName: st.caller.DisplayName, Policies: st.caller.Policies, Meta: st.caller.Meta}
+	}
+	return e
+}
+
+// bufferedWriter holds a response until it has been audited.
+type bufferedWriter struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedWriter) Header() http.Header { return b.header }
+func (b *bufferedWriter) WriteHeader(code int) {
+	if b.status == 0 {
+		b.status = code
+	}
+}
+func (b *bufferedWriter) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	return b.body.Write(p)
+}
+
+// serveAudited runs the handler between a request and a response entry in
+// the audit log. With no audit log (a sealed node) it just runs it.
+func (s *Server) serveAudited(w http.ResponseWriter, r *http.Request, rt route, svc *Services) {
+	if svc == nil {
+		if got, err := s.node.Services(); err == nil {
+			svc = got
+		}
+	}
+	if svc == nil || svc.Audit == nil || rt.raw {
+		if svc != nil && svc.Audit != nil { // raw: audit the call, not the stream
+			if err := svc.Audit.Log(s.entry(r, rt, audit.TypeRequest)); err != nil {
+				writeError(w, r, fmt.Errorf("audit log: %w", err))
+				return
+			}
+		}
+		rt.h(w, r)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeError(w, r, decodeError(err))
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	req := s.entry(r, rt, audit.TypeRequest)
+	req.Request = jsonObject(body)
+	if err := svc.Audit.Log(req); err != nil {
+		writeError(w, r, fmt.Errorf("audit log: %w", err))
+		return
+	}
+	bw := &bufferedWriter{header: w.Header()}
+	rt.h(bw, r)
+	resp := s.entry(r, rt, audit.TypeResponse)
+	resp.Status = bw.status
+	resp.ErrorCode = reqState(r.Context()).errCode
+	resp.Latency = time.Since(reqState(r.Context()).start)
+	if strings.HasPrefix(w.Header().Get("Content-Type"), "application/json") {
+		resp.Response = jsonObject(bw.body.Bytes())
+	}
+	if err := svc.Audit.Log(resp); err != nil {
+		for k := range w.Header() {
+			delete(w.Header(), k)
+		}
+		writeError(w, r, fmt.Errorf("audit log: %w", err))
+		return
+	}
+	if bw.status == 0 {
+		bw.status = http.StatusOK
+	}
+	w.WriteHeader(bw.status)
+	_, _ = w.Write(bw.body.Bytes())
+}
+
+// jsonObject decodes body as a JSON object for the audit log; anything else
+// is logged as its HMAC under "body".
+func jsonObject(body []byte) map[string]any {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		return map[string]any{"body": string(body)}
+	}
+	return m
+}
+
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg *prometheus.Registry) (*httpMetrics, error) {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "custos_http_requests_total", Help: "HTTP requests by route, method and status code.",
+		}, []string{"route", "method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "custos_http_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route", "method"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.latency} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("api: metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *httpMetrics) observe(method, route string, status int, d time.Duration) {
+	m.requests.WithLabelValues(route, method, fmt.Sprint(status)).Inc()
+	m.latency.WithLabelValues(route, method).Observe(d.Seconds())
+}

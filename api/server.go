@@ -1,0 +1,153 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/custos-pki/custos/audit"
+	"github.com/custos-pki/custos/auth"
+	"github.com/custos-pki/custos/kms"
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Services are what an unsealed node offers. The node hands out a new set
+// after each unseal.
+type Services struct {
+	KMS   *kms.KMS
+	Auth  *auth.Service
+	Audit *audit.Logger
+}
+
+// Node is the running node as the API sees it: its lifecycle (init,
+// unseal, seal), its cluster, and its services once unsealed.
+type Node interface {
+	Health(ctx context.Context) Health
+	SealStatus(ctx context.Context) (SealStatus, error)
+	Init(ctx context.Context, req InitRequest) (InitResponse, error)
+	Unseal(ctx context.Context, req UnsealRequest) (SealStatus, error)
+	Seal(ctx context.Context) error
+	// Services returns the services of an unsealed node, or an error
+	// matching kms.ErrSealed or ErrNotInitialized.
+	Services() (*Services, error)
+
+	GenerateRoot(ctx context.Context, req GenerateRootRequest) (GenerateRootResponse, error)
+	Rekey(ctx context.Context, req RekeyRequest) (RekeyResponse, error)
+	RaftStatus(ctx context.Context) (RaftStatus, error)
+	RemovePeer(ctx context.Context, id string) error
+	StepDown(ctx context.Context) error
+	SnapshotSave(ctx context.Context, w io.Writer) error
+	SnapshotRestore(ctx context.Context, r io.Reader) error
+	CreateJoinToken(ctx context.Context, req JoinTokenRequest) (JoinTokenResponse, error)
+	Join(ctx context.Context, req JoinRequest) (JoinResponse, error)
+}
+
+// Config configures the API server.
+type Config struct {
+	Node         Node
+	MaxBodyBytes int64
+	Registry     *prometheus.Registry // nil: a new registry
+	Logger       *slog.Logger
+}
+
+// Server is the HTTP handler of one node.
+type Server struct {
+	node    Node
+	maxBody int64
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *httpMetrics
+	mux     *chi.Mux
+}
+
+// New builds the router.
+func New(cfg Config) (*Server, error) {
+	if cfg.Node == nil {
+		return nil, errors.New("api: Node is required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{node: cfg.Node, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, reg: cfg.Registry}
+	m, err := newHTTPMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	s.mux = chi.NewRouter()
+	s.mux.Use(s.recoverer, s.begin)
+	s.mux.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, Errorf(http.StatusNotFound, CodeNotFound, "no route for %s", r.URL.Path))
+	})
+	s.mux.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, Errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s is not allowed on %s", r.Method, r.URL.Path))
+	})
+	for _, rt := range s.routes() {
+		s.mux.Method(rt.method, rt.pattern, s.wrap(rt))
+	}
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Routes lists every route: method, pattern and whether it needs a token.
+// Tests use it to prove that every route but the public ones is denied
+// without one.
+func (s *Server) Routes() []RouteInfo {
+	var out []RouteInfo
+	for _, rt := range s.routes() {
+		out = append(out, RouteInfo{Method: rt.method, Pattern: rt.pattern, Public: rt.public})
+	}
+	return out
+}
+
+// RouteInfo describes one route.
+type RouteInfo struct {
+	Method, Pattern string
+	Public          bool
+}
+
+// route is one endpoint: what it needs and how it is served.
+type route struct {
+	method  string
+	pattern string
+	// public routes need no token; all others need one whose policies
+	// grant cap on the policy path (the URL path without "/v1/").
+	public bool
+	cap    auth.Capability
+	// op names the operation in the audit log.
+	op string
+	// raw bodies (snapshots) are streamed: not buffered, not audited.
+	raw bool
+	h   func(w http.ResponseWriter, r *http.Request)
+}
+
+func (s *Server) routes() []route {
+	var rs []route
+	rs = append(rs, s.sysRoutes()...)
+	rs = append(rs, s.authRoutes()...)
+	rs = append(rs, s.kmsRoutes()...)
+	rs = append(rs, route{method: http.MethodGet, pattern: "/v1/sys/metrics", cap: auth.CapRead, op: "metrics",
+		h: promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP})
+	return rs
+}
+
+func (s *Server) services(w http.ResponseWriter, r *http.Request) (*Services, bool) {
+	svc, err := s.node.Services()
+	if err != nil {
+		writeError(w, r, err)
+		return nil, false
+	}
+	return svc, true
+}

@@ -1,0 +1,284 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/custos-pki/custos/auth"
+	"github.com/go-chi/chi/v5"
+)
+
+func (s *Server) sysRoutes() []route {
+	return []route{
+		{method: http.MethodGet, pattern: "/v1/sys/health", public: true, op: "health", h: s.health},
+		{method: http.MethodHead, pattern: "/v1/sys/health", public: true, op: "health", h: s.health},
+		{method: http.MethodGet, pattern: "/v1/sys/seal-status", public: true, op: "seal-status", h: s.sealStatus},
+		{method: http.MethodPost, pattern: "/v1/sys/init", public: true, op: "init", h: s.init},
+		{method: http.MethodPost, pattern: "/v1/sys/unseal", public: true, op: "unseal", h: s.unseal},
+		{method: http.MethodPost, pattern: "/v1/sys/cluster/join", public: true, op: "join", h: s.join},
+		{method: http.MethodPost, pattern: "/v1/sys/generate-root", public: true, op: "generate-root", h: s.generateRoot},
+		{method: http.MethodPost, pattern: "/v1/sys/seal", cap: auth.CapUpdate | auth.CapSudo, op: "seal", h: s.seal},
+		{method: http.MethodPost, pattern: "/v1/sys/rekey", cap: auth.CapUpdate | auth.CapSudo, op: "rekey", h: s.rekey},
+		{method: http.MethodPost, pattern: "/v1/sys/join-token", cap: auth.CapCreate | auth.CapSudo, op: "join-token", h: s.joinToken},
+		{method: http.MethodGet, pattern: "/v1/sys/raft/peers", cap: auth.CapRead, op: "raft-peers", h: s.raftPeers},
+		{method: http.MethodPost, pattern: "/v1/sys/raft/remove-peer", cap: auth.CapUpdate | auth.CapSudo, op: "remove-peer", h: s.removePeer},
+		{method: http.MethodPost, pattern: "/v1/sys/raft/step-down", cap: auth.CapUpdate | auth.CapSudo, op: "step-down", h: s.stepDown},
+		{method: http.MethodGet, pattern: "/v1/sys/raft/snapshot", cap: auth.CapRead | auth.CapSudo, op: "snapshot-save", raw: true, h: s.snapshotSave},
+		{method: http.MethodPost, pattern: "/v1/sys/raft/snapshot", cap: auth.CapUpdate | auth.CapSudo, op: "snapshot-restore", raw: true, h: s.snapshotRestore},
+		{method: http.MethodGet, pattern: "/v1/sys/policies", cap: auth.CapList, op: "policy-list", h: s.policyList},
+		{method: http.MethodGet, pattern: "/v1/sys/policies/{name}", cap: auth.CapRead, op: "policy-read", h: s.policyRead},
+		{method: http.MethodPut, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: s.policyWrite},
+		{method: http.MethodPost, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: s.policyWrite},
+		{method: http.MethodDelete, pattern: "/v1/sys/policies/{name}", cap: auth.CapDelete, op: "policy-delete", h: s.policyDelete},
+	}
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	h := s.node.Health(r.Context())
+	status := http.StatusOK
+	switch {
+	case !h.Initialized:
+		status = http.StatusNotImplemented
+	case h.Sealed:
+		status = http.StatusServiceUnavailable
+	case !h.HasLeader:
+		status = http.StatusTooManyRequests
+	}
+	if r.Method == http.MethodHead {
+		w.WriteHeader(status)
+		return
+	}
+	writeJSON(w, status, h)
+}
+
+func (s *Server) sealStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.node.SealStatus(r.Context())
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	ok(w, st)
+}
+
+func (s *Server) init(w http.ResponseWriter, r *http.Request) {
+	var req InitRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	resp, err := s.node.Init(r.Context(), req)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	ok(w, resp)
+}
+
+func (s *Server) unseal(w http.ResponseWriter, r *http.Request) {
+	var req UnsealRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if req.Key == "" && !req.Reset {
+		writeError(w, r, invalid("key is required"))
+		return
+	}
+	st, err := s.node.Unseal(r.Context(), req)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	ok(w, st)
+}
+
+func (s *Server) seal(w http.ResponseWriter, r *http.Request) {
+	if err := s.node.Seal(r.Context()); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) generateRoot(w http.ResponseWriter, r *http.Request) {
+	var req GenerateRootRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	resp, err := s.node.GenerateRoot(r.Context(), req)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	ok(w, resp)
+}
+
+func (s *Server) rekey(w http.ResponseWriter, r *http.Request) {
+	var req RekeyRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	resp, err := s.node.Rekey(r.Context(), req)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	ok(w, resp)
+}
+
+func (s *Server) joinToken(w http.ResponseWriter, r *http.Request) {
+	var req JoinTokenRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	resp, err := s.node.CreateJoinToken(r.Context(), req)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	ok(w, resp)
+}
+
+func (s *Server) join(w http.ResponseWriter, r *http.Request) {
+	var req JoinRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	resp, err := s.node.Join(r.Context(), req)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	ok(w, resp)
+}
+
+func (s *Server) raftPeers(w http.ResponseWriter, r *http.Request) {
+	st, err := s.node.RaftStatus(r.Context())
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	ok(w, st)
+}
+
+func (s *Server) removePeer(w http.ResponseWriter, r *http.Request) {
+	var req RemovePeerRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if req.NodeID == "" {
+		writeError(w, r, invalid("node_id is required"))
+		return
+	}
+	if err := s.node.RemovePeer(r.Context(), req.NodeID); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) stepDown(w http.ResponseWriter, r *http.Request) {
+	if err := s.node.StepDown(r.Context()); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) snapshotSave(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="custos.snap"`)
+	if err := s.node.SnapshotSave(r.Context(), w); err != nil {
+		// Nothing has been written when the linearizable read fails.
+		writeError(w, r, err)
+	}
+}
+
+func (s *Server) snapshotRestore(w http.ResponseWriter, r *http.Request) {
+	if err := s.node.SnapshotRestore(r.Context(), r.Body); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) policyList(w http.ResponseWriter, r *http.Request) {
+	svc, ok2 := s.services(w, r)
+	if !ok2 {
+		return
+	}
+	names, err := svc.Auth.ListPolicies(r.Context())
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	ok(w, ListResponse{Keys: names})
+}
+
+func (s *Server) policyRead(w http.ResponseWriter, r *http.Request) {
+	svc, ok2 := s.services(w, r)
+	if !ok2 {
+		return
+	}
+	p, err := svc.Auth.ReadPolicy(r.Context(), chi.URLParam(r, "name"))
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	ok(w, p)
+}
+
+func (s *Server) policyWrite(w http.ResponseWriter, r *http.Request) {
+	svc, ok2 := s.services(w, r)
+	if !ok2 {
+		return
+	}
+	var req PolicyRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if len(req.Policy) == 0 {
+		writeError(w, r, invalid("policy is required"))
+		return
+	}
+	if err := svc.Auth.WritePolicy(r.Context(), chi.URLParam(r, "name"), req.Policy); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) policyDelete(w http.ResponseWriter, r *http.Request) {
+	svc, ok2 := s.services(w, r)
+	if !ok2 {
+		return
+	}
+	if err := svc.Auth.DeletePolicy(r.Context(), chi.URLParam(r, "name")); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// RawPolicy is a policy document given as JSON text or as a JSON object.
+type RawPolicy []byte
+
+// UnmarshalJSON accepts a string holding the document or the document.
+func (p *RawPolicy) UnmarshalJSON(b []byte) error {
+	if t := strings.TrimSpace(string(b)); strings.HasPrefix(t, `"`) {
+		var s string
+		if err := jsonUnmarshal(b, &s); err != nil {
+			return err
+		}
+		*p = RawPolicy(s)
+		return nil
+	}
+	*p = append((*p)[:0], b...)
+	return nil
+}

@@ -1,0 +1,89 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"regexp"
+	"time"
+)
+
+// Config configures one node. Start from DefaultConfig.
+type Config struct {
+	// NodeID is the node's Raft server ID and the name in its certificates.
+	NodeID string
+	// DataDir holds the Raft log, the state, snapshots, the node's TLS files
+	// and the audit log.
+	DataDir string
+	// APIAddr is the HTTPS API listen address.
+	APIAddr string
+	// ClusterAddr is the node-to-node (Raft and forwarding) listen address.
+	ClusterAddr string
+	// APIAdvertise and ClusterAdvertise are the addresses other nodes and
+	// clients use; they default to the listen addresses.
+	APIAdvertise     string
+	ClusterAdvertise string
+	// APIHosts are extra DNS names or IP addresses for the API certificate
+	// (the advertised host, 127.0.0.1 and localhost are always in it).
+	APIHosts []string
+
+	// Join, when JoinAddr is set, makes a new node join an existing cluster:
+	// JoinAddr is an API address of a member (https://host:port), JoinToken
+	// a one-time join token, and JoinCAFingerprint the hex SHA-256 of the
+	// cluster CA certificate, which the member must chain to.
+	JoinAddr          string
+	JoinToken         string
+	JoinCAFingerprint string
+
+	// UnsealKeyFile, when set, unseals the node from this key file at start
+	// (auto-unseal). In dev mode it is created if missing.
+	UnsealKeyFile string
+	// AuditLog is the audit log path; default DataDir/audit.log.
+	AuditLog string
+
+	// Dev runs a one-node cluster that initialises and unseals itself.
+	Dev bool
+
+	// Raft timing; zero values take raftstore's defaults.
+	HeartbeatTimeout time.Duration
+	ElectionTimeout  time.Duration
+
+	Logger *slog.Logger
+	// RaftLog receives the Raft library's own log; nil means standard error.
+	RaftLog io.Writer
+}
+
+// DefaultConfig returns the defaults: API on 127.0.0.1:8443, cluster port
+// on 127.0.0.1:8444.
+func DefaultConfig() Config {
+	return Config{
+		APIAddr:     "127.0.0.1:8443",
+		ClusterAddr: "127.0.0.1:8444",
+	}
+}
+
+var nodeIDRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// Validate checks the fields against each other, naming the one at fault.
+func (c *Config) Validate() error {
+	switch {
+	case !nodeIDRE.MatchString(c.NodeID):
+		return fmt.Errorf("node: node_id %q must be a DNS label (lowercase letters, digits, hyphens; up to 63)", c.NodeID)
+	case c.DataDir == "":
+		return errors.New("node: data_dir is required")
+	}
+	for name, addr := range map[string]string{"api_addr": c.APIAddr, "cluster_addr": c.ClusterAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("node: %s %q: %v", name, addr, err)
+		}
+	}
+	if c.JoinAddr != "" && (c.JoinToken == "" || c.JoinCAFingerprint == "") {
+		return errors.New("node: join_addr needs join_token and join_ca_fingerprint")
+	}
+	if c.Dev && c.JoinAddr != "" {
+		return errors.New("node: a dev node cannot join a cluster")
+	}
+	return nil
+}

@@ -1,0 +1,378 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/custos-pki/custos/api"
+	"github.com/custos-pki/custos/audit"
+	"github.com/custos-pki/custos/auth"
+	"github.com/custos-pki/custos/kms"
+	"github.com/custos-pki/custos/raftstore"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The node's own records, kept through the barrier.
+const (
+	tableSys       = "sys"
+	clusterCAKey   = "_custos-cluster-ca" // kms key name; the API refuses names starting with '_'
+	recClusterCA   = "cluster-ca-cert"
+	recAuditKey    = "audit-hmac-key"
+	joinPrefix     = "join/"
+	defaultShares  = 5
+	defaultThresh  = 3
+	statusDeadline = 3 * time.Second
+)
+
+var _ api.Node = (*Node)(nil)
+
+// Health reports what a load balancer needs, from this node's own view.
+func (n *Node) Health(ctx context.Context) api.Health {
+	h := api.Health{NodeID: n.cfg.NodeID, Version: Version, ServerTime: time.Now().UTC()}
+	h.Sealed = n.barrier.Sealed()
+	leaderID, _ := n.store.Leader()
+	h.LeaderID, h.HasLeader = leaderID, leaderID != ""
+	h.Standby = !n.store.IsLeader()
+	h.Initialized = n.isInitialized(ctx)
+	return h
+}
+
+// isInitialized is remembered once true; until then it asks the cluster
+// (stale read: health must answer without a quorum).
+func (n *Node) isInitialized(ctx context.Context) bool {
+	if n.initialized.Load() {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, statusDeadline)
+	defer cancel()
+	st, err := n.barrier.Status(ctx)
+	if err == nil && st.Initialized {
+		n.initialized.Store(true)
+	}
+	return err == nil && st.Initialized
+}
+
+func (n *Node) sealStatus(st kms.SealStatus) api.SealStatus {
+	return api.SealStatus{
+		Initialized: st.Initialized, Sealed: st.Sealed, Type: st.Type,
+		Shares: st.Shares, Threshold: st.Threshold, Progress: st.Progress, NodeID: n.cfg.NodeID,
+	}
+}
+
+// SealStatus reports the seal of this node.
+func (n *Node) SealStatus(ctx context.Context) (api.SealStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, statusDeadline)
+	defer cancel()
+	st, err := n.barrier.Status(ctx)
+	if err != nil {
+		return api.SealStatus{}, err
+	}
+	return n.sealStatus(st), nil
+}
+
+// Init initialises the cluster: the root key and its shares, the cluster
+// CA, the audit key and a root token. The node is left sealed unless it
+// has an unseal key file.
+func (n *Node) Init(ctx context.Context, req api.InitRequest) (api.InitResponse, error) {
+	cfg := kms.SealConfig{Shares: req.SecretShares, Threshold: req.SecretThreshold}
+	if n.cfg.UnsealKeyFile != "" {
+		if req.SecretShares != 0 || req.SecretThreshold != 0 {
+			return api.InitResponse{}, fmt.Errorf("%w: this node auto-unseals from a key file: give no shares", kms.ErrInvalid)
+		}
+		cfg = kms.SealConfig{KeyFile: n.cfg.UnsealKeyFile}
+	} else if cfg.Shares == 0 && cfg.Threshold == 0 {
+		cfg.Shares, cfg.Threshold = defaultShares, defaultThresh
+	}
+	res, err := n.barrier.Init(ctx, cfg)
+	if err != nil {
+		return api.InitResponse{}, err
+	}
+	n.initialized.Store(true)
+	var resp api.InitResponse
+	for _, sh := range res.Shares {
+		resp.Keys = append(resp.Keys, hex.EncodeToString(sh))
+	}
+	// Unseal here, with the shares just made, to finish setting up.
+	if cfg.KeyFile != "" {
+		err = n.unsealKeyFile(ctx)
+	} else {
+		for _, sh := range res.Shares[:cfg.Threshold] {
+			if _, err = n.barrier.Unseal(ctx, sh); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			_, err = n.activate(ctx)
+		}
+	}
+	if err != nil {
+		return api.InitResponse{}, fmt.Errorf("init: unseal: %w", err)
+	}
+	svc, err := n.Services()
+	if err != nil {
+		return api.InitResponse{}, err
+	}
+	caPEM, err := n.makeClusterCA(ctx, svc.KMS)
+	if err != nil {
+		return api.InitResponse{}, fmt.Errorf("init: cluster CA: %w", err)
+	}
+	resp.ClusterCACert = string(caPEM)
+	if resp.RootToken, _, err = svc.Auth.CreateRootToken(ctx, "root"); err != nil {
+		return api.InitResponse{}, fmt.Errorf("init: root token: %w", err)
+	}
+	if cfg.KeyFile == "" {
+		n.seal()
+	}
+	return resp, nil
+}
+
+// makeClusterCA creates the cluster CA key in kms, its certificate, and new
+// certificates for this node signed by it, and switches to them.
+func (n *Node) makeClusterCA(ctx context.Context, k *kms.KMS) ([]byte, error) {
+	if _, err := k.CreateKey(ctx, clusterCAKey, kms.KeyOptions{Type: kms.KeyType("ecdsa-p256")}); err != nil {
+		return nil, err
+	}
+	signer, err := k.Signer(ctx, clusterCAKey, 0)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := newCACert(signer, "custos cluster CA", time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := n.barrier.Put(ctx, tableSys, []byte(recClusterCA), pemCert(ca.Raw)); err != nil {
+		return nil, err
+	}
+	if err := n.files.issueSet(ca, signer, n.cfg.NodeID, n.apiHosts(), time.Now()); err != nil {
+		return nil, err
+	}
+	return pemCert(ca.Raw), n.reloadTLS()
+}
+
+// reloadTLS loads the TLS files again and puts them in use.
+func (n *Node) reloadTLS() error {
+	mat, err := n.files.load()
+	if err != nil {
+		return err
+	}
+	if err := n.store.SetTLS(raftstore.TLSMaterial{Certificate: mat.node, RootCAs: mat.pool}); err != nil {
+		return err
+	}
+	n.mat.Store(mat)
+	return nil
+}
+
+func parseShare(s string) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) < 2 || len(b) > 256 {
+		return nil, fmt.Errorf("%w: an unseal share is the hex string init printed", kms.ErrInvalid)
+	}
+	return b, nil
+}
+
+// Unseal adds one share; the last one unseals this node.
+func (n *Node) Unseal(ctx context.Context, req api.UnsealRequest) (api.SealStatus, error) {
+	if req.Reset {
+		n.barrier.ResetUnseal()
+		return n.SealStatus(ctx)
+	}
+	share, err := parseShare(req.Key)
+	if err != nil {
+		return api.SealStatus{}, err
+	}
+	defer clear(share)
+	st, err := n.barrier.Unseal(ctx, share)
+	if err != nil {
+		return api.SealStatus{}, err
+	}
+	if !st.Sealed {
+		if _, err := n.activate(ctx); err != nil {
+			return api.SealStatus{}, err
+		}
+	}
+	return n.sealStatus(st), nil
+}
+
+func (n *Node) unsealKeyFile(ctx context.Context) error {
+	if !n.barrier.Sealed() {
+		return nil
+	}
+	if err := n.barrier.UnsealKeyFile(ctx, n.cfg.UnsealKeyFile); err != nil {
+		return err
+	}
+	_, err := n.activate(ctx)
+	return err
+}
+
+// Seal seals this node: keys are dropped from memory.
+func (n *Node) Seal(context.Context) error {
+	n.seal()
+	return nil
+}
+
+func (n *Node) seal() {
+	n.dropServices()
+	n.barrier.Seal()
+}
+
+// Services returns the services of an unsealed node.
+func (n *Node) Services() (*api.Services, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.svc != nil {
+		return n.svc, nil
+	}
+	if !n.initialized.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), statusDeadline)
+		defer cancel()
+		if st, err := n.barrier.Status(ctx); err == nil && !st.Initialized {
+			return nil, api.ErrNotInitialized
+		}
+	}
+	return nil, kms.ErrSealed
+}
+
+// activate builds the services of a freshly unsealed node.
+func (n *Node) activate(ctx context.Context) (*api.Services, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.svc != nil {
+		return n.svc, nil
+	}
+	k, err := kms.New(n.barrier, kms.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	a, err := auth.New(ctx, auth.Config{Storage: n.barrier, Clock: nil, DefaultTTL: auth.DefaultConfig().DefaultTTL, MaxTTL: auth.DefaultConfig().MaxTTL})
+	if err != nil {
+		return nil, err
+	}
+	key, err := n.auditKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	acfg := audit.DefaultConfig()
+	acfg.Path, acfg.HMACKey = n.cfg.AuditLog, key
+	lg, err := audit.Open(acfg)
+	clear(key)
+	if err != nil {
+		return nil, err
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	n.stopSvc = cancel
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		k.Run(bg, func(err error) { n.log.Warn("kms maintenance", "error", err) })
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.tidyTokens(bg, a)
+	}()
+	n.svc = &api.Services{KMS: k, Auth: a, Audit: lg}
+	n.initialized.Store(true)
+	return n.svc, nil
+}
+
+func (n *Node) dropServices() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopSvc != nil {
+		n.stopSvc()
+		n.stopSvc = nil
+	}
+	if n.svc != nil {
+		n.svc.Audit.Close()
+		n.svc = nil
+	}
+}
+
+// auditKey returns the cluster's audit HMAC key, creating it once.
+func (n *Node) auditKey(ctx context.Context) ([]byte, error) {
+	if err := n.barrier.CreateTable(ctx, tableSys); err != nil {
+		return nil, err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	ok, cur, err := n.barrier.CompareAndSwap(ctx, tableSys, []byte(recAuditKey), nil, key)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		clear(key)
+		return cur, nil
+	}
+	return key, nil
+}
+
+// tidyTokens removes expired tokens now and then, on the leader only.
+func (n *Node) tidyTokens(ctx context.Context, a *auth.Service) {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n.store.IsLeader() {
+				if _, err := a.Tidy(ctx); err != nil && !errors.Is(err, context.Canceled) {
+					n.log.Warn("token tidy", "error", err)
+				}
+			}
+		}
+	}
+}
+
+// shareCollector gathers unseal shares over several calls (generate-root,
+// rekey); it is per node, like the unseal progress.
+type shareCollector struct {
+	mu     sync.Mutex
+	shares [][]byte
+}
+
+func (c *shareCollector) add(share []byte) [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.shares = append(c.shares, share)
+	return append([][]byte(nil), c.shares...)
+}
+
+func (c *shareCollector) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.shares {
+		clear(s)
+	}
+	c.shares = nil
+}
+
+func (n *Node) registerMetrics() error {
+	sealed := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "custos_sealed", Help: "1 while this node is sealed."},
+		func() float64 { return b2f(n.barrier.Sealed()) })
+	leader := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "custos_raft_leader", Help: "1 while this node is the Raft leader."},
+		func() float64 { return b2f(n.store.IsLeader()) })
+	applied := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "custos_raft_applied_index", Help: "Index of the last entry applied on this node."},
+		func() float64 { return float64(n.store.AppliedIndex()) })
+	peers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "custos_raft_peers", Help: "Servers in the Raft configuration."},
+		func() float64 { return float64(len(n.store.Status().Peers)) })
+	for _, c := range []prometheus.Collector{sealed, leader, applied, peers} {
+		if err := n.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
