@@ -33,6 +33,15 @@ type state struct {
 	internal error
 	token    string      // the raw token; never logged
 	caller   *auth.Token // nil when unauthenticated
+	after    func()      // runs once the response is audited and sent
+}
+
+// afterResponse runs fn once the response has been audited and written:
+// for changes (sealing) that would stop the audit log from recording it.
+func afterResponse(r *http.Request, fn func()) {
+	if st := reqState(r.Context()); st != nil {
+		st.after = fn
+	}
 }
 
 func reqState(ctx context.Context) *state {
@@ -125,6 +134,11 @@ func (s *Server) begin(next http.Handler) http.Handler {
 func (s *Server) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := reqState(r.Context())
+		defer func() {
+			if st.after != nil {
+				st.after()
+			}
+		}()
 		if !rt.raw {
 			r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
 		}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"strings"
 
@@ -93,10 +94,12 @@ func (s *Server) unseal(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) seal(w http.ResponseWriter, r *http.Request) {
-	if err := s.node.Seal(r.Context()); err != nil {
-		writeError(w, r, err)
-		return
-	}
+	// Seal once the response is in the audit log: sealing closes it.
+	afterResponse(r, func() {
+		if err := s.node.Seal(context.WithoutCancel(r.Context())); err != nil {
+			s.log.Error("seal", "error", err)
+		}
+	})
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -219,18 +219,12 @@ func (n *Node) Join(ctx context.Context, req api.JoinRequest) (api.JoinResponse,
 	if err != nil {
 		return api.JoinResponse{}, err
 	}
-	// The new node starts its Raft transport once it has its certificate;
-	// the configuration change commits when it answers, so add it in the
-	// background.
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := n.store.AddVoter(ctx, req.NodeID, req.ClusterAddr); err != nil {
-			n.log.Error("adding a joined node", "id", req.NodeID, "error", err)
-		}
-	}()
+	// The new node comes in as a non-voter, so that a node that never
+	// starts cannot take the quorum away; it promotes itself once it has
+	// caught up (promoteSelf).
+	if err := n.store.AddNonvoter(ctx, req.NodeID, req.ClusterAddr); err != nil {
+		return api.JoinResponse{}, err
+	}
 	return api.JoinResponse{NodeCert: string(pemCert(nodeDER)), APICert: string(pemCert(apiDER)), CACert: string(caPEM)}, nil
 }
 
@@ -381,5 +375,30 @@ func pinnedTLS(want []byte) *tls.Config {
 			}
 			return nil
 		},
+	}
+}
+
+// promoteSelf makes a newly joined node a voter once it has caught up with
+// the leader. The request goes to the leader over the cluster port, with
+// this node's certificate.
+func (n *Node) promoteSelf() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.closing:
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		st := n.store.Status()
+		if st.LeaderID == "" || st.AppliedIndex == 0 || st.AppliedIndex+64 < st.CommitIndex {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := n.store.AddVoter(ctx, n.cfg.NodeID, n.store.Addr())
+		cancel()
+		if err == nil {
+			return
+		}
+		n.log.Warn("promotion to voter", "error", err)
 	}
 }

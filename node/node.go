@@ -142,6 +142,10 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if n.isNonvoter() || fresh && n.cfg.JoinAddr != "" {
+		n.wg.Add(1)
+		go n.promoteSelf()
+	}
 	if n.barrier, err = kms.NewBarrier(n.store, nil); err != nil {
 		return err
 	}
@@ -221,6 +225,17 @@ func (n *Node) serveAPI() error {
 		}
 	}()
 	return nil
+}
+
+// isNonvoter reports whether this node is a non-voter in the latest
+// configuration it knows (it joined but was not promoted before a restart).
+func (n *Node) isNonvoter() bool {
+	for _, p := range n.store.Status().Peers {
+		if p.ID == n.cfg.NodeID {
+			return !p.Voter
+		}
+	}
+	return false
 }
 
 // APIURL is the URL clients reach this node at.

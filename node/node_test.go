@@ -183,7 +183,15 @@ func newTestCluster(t *testing.T, size int) *testCluster {
 		cfg.JoinAddr, cfg.JoinToken, cfg.JoinCAFingerprint = n1.APIURL(), jt.Token, jt.CAFingerprint
 		n := startNode(t, cfg)
 		tc.nodes, tc.cfgs = append(tc.nodes, n), append(tc.cfgs, cfg)
-		waitFor(t, 30*time.Second, func() bool { return len(n1.store.Status().Peers) == i && n.store.AppliedIndex() > 0 })
+		waitFor(t, 30*time.Second, func() bool {
+			voters := 0
+			for _, p := range n1.store.Status().Peers {
+				if p.Voter {
+					voters++
+				}
+			}
+			return voters == i && n.store.AppliedIndex() > 0
+		})
 		tc.unseal(t, i-1)
 	}
 	return tc

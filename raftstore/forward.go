@@ -16,10 +16,11 @@ import (
 // uvarint(length) || kind(1) || body; each answer is one frame holding an
 // encoded applyResult.
 const (
-	reqWrite     byte = 'W' // body: an encoded command
-	reqReadIndex byte = 'I' // body: empty; answer: Res.Index
-	reqAddVoter  byte = 'A' // body: str(id) str(addr)
-	reqRemove    byte = 'D' // body: str(id)
+	reqWrite       byte = 'W' // body: an encoded command
+	reqReadIndex   byte = 'I' // body: empty; answer: Res.Index
+	reqAddVoter    byte = 'A' // body: str(id) str(addr)
+	reqRemove      byte = 'D' // body: str(id)
+	reqAddNonvoter byte = 'N' // body: str(id) str(addr)
 )
 
 const maxFrame = 6 << 20
@@ -232,13 +233,13 @@ func (f *forwarder) handle(kind byte, body []byte) applyResult {
 		}
 	case reqReadIndex:
 		r.Res.Index, r.Err = s.readIndexLocal(ctx)
-	case reqAddVoter:
+	case reqAddVoter, reqAddNonvoter:
 		d := &decoder{b: body}
 		id, addr := d.bytes("id", 128), d.bytes("addr", 256)
 		if d.err != nil {
 			return applyResult{Err: d.err}
 		}
-		r.Err = s.addVoterLocal(ctx, string(id), string(addr))
+		r.Err = s.addServerLocal(ctx, string(id), string(addr), kind == reqAddVoter)
 	case reqRemove:
 		d := &decoder{b: body}
 		id := d.bytes("id", 128)

@@ -13,14 +13,30 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// AddVoter adds the node id, reachable at addr, as a voter. It may be called
-// on any node; followers forward it to the leader.
+// AddVoter adds the node id, reachable at addr, as a voter, or promotes it
+// if it is a non-voter. It may be called on any node; followers forward it
+// to the leader.
 func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
+	return s.addServer(ctx, id, addr, true)
+}
+
+// AddNonvoter adds the node id as a non-voter: it receives the log but
+// does not count towards the quorum, so a new node that never comes up
+// cannot stall the cluster. Promote it with AddVoter once it has caught up.
+func (s *Store) AddNonvoter(ctx context.Context, id, addr string) error {
+	return s.addServer(ctx, id, addr, false)
+}
+
+func (s *Store) addServer(ctx context.Context, id, addr string, voter bool) error {
 	if id == "" || len(id) > 128 || addr == "" || len(addr) > 256 {
 		return fmt.Errorf("%w: server ID and address are required", ErrInvalidArgument)
 	}
+	kind := reqAddNonvoter
+	if voter {
+		kind = reqAddVoter
+	}
 	body := appendBytes(appendBytes(nil, []byte(id)), []byte(addr))
-	return s.onLeader(ctx, reqAddVoter, body, func(ctx context.Context) error { return s.addVoterLocal(ctx, id, addr) })
+	return s.onLeader(ctx, kind, body, func(ctx context.Context) error { return s.addServerLocal(ctx, id, addr, voter) })
 }
 
 // RemoveServer removes the node id from the cluster.
@@ -68,11 +84,14 @@ func raftErr(err error) error {
 	return err
 }
 
-func (s *Store) addVoterLocal(ctx context.Context, id, addr string) error {
+func (s *Store) addServerLocal(ctx context.Context, id, addr string, voter bool) error {
 	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
-		if string(srv.ID) == id && string(srv.Address) == addr && srv.Suffrage == raft.Voter {
+		if string(srv.ID) == id && string(srv.Address) == addr && (srv.Suffrage == raft.Voter || !voter) {
 			return nil
 		}
+	}
+	if !voter {
+		return raftErr(s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)).Error())
 	}
 	return raftErr(s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)).Error())
 }
