@@ -287,6 +287,11 @@ func (n *Node) dropServices() {
 		n.stopSvc = nil
 	}
 	if n.svc != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), statusDeadline)
+		if err := n.svc.KMS.FlushUsage(ctx); err != nil {
+			n.log.Warn("flushing key use counters", "error", err)
+		}
+		cancel()
 		n.svc.Audit.Close()
 		n.svc = nil
 	}

@@ -183,6 +183,11 @@ func (s *Store) Status() Status {
 	return st
 }
 
+// Snapshot takes a Raft snapshot now and compacts the log behind it.
+func (s *Store) Snapshot() error {
+	return raftErr(s.raft.Snapshot().Error())
+}
+
 // Backup writes a consistent copy of the whole store (a bbolt file) to w.
 // It reads linearizably: the copy holds every write acknowledged before it.
 func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
