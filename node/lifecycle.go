@@ -256,6 +256,9 @@ func (n *Node) activate(ctx context.Context) (*api.Services, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := n.publishAPIURL(ctx); err != nil {
+		return nil, err
+	}
 	acfg := audit.DefaultConfig()
 	acfg.Path, acfg.HMACKey = n.cfg.AuditLog, key
 	lg, err := audit.Open(acfg)

@@ -52,6 +52,7 @@ type Node struct {
 	stopSvc context.CancelFunc
 	genRoot shareCollector
 	rekey   shareCollector
+	proxies leaderProxies
 
 	initialized atomic.Bool
 	dev         *DevInfo

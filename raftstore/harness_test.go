@@ -158,7 +158,11 @@ func (c *testCluster) config(id string) Config {
 	cfg.DataDir = c.dirs[id]
 	cfg.TLS = TLSMaterial{Certificate: c.ca.NodeCert(c.t, id), RootCAs: c.ca.Pool}
 	cfg.Dial = c.net.dialer(id)
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "raftstore", Level: hclog.LevelFromString(os.Getenv("RAFTSTORE_TEST_LOG"))})
+	level := hclog.Off
+	if v := os.Getenv("RAFTSTORE_TEST_LOG"); v != "" {
+		level = hclog.LevelFromString(v)
+	}
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "raftstore", Level: level})
 	if c.tune != nil {
 		c.tune(&cfg)
 	}

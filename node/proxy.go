@@ -1,0 +1,85 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/custos-pki/custos/raftstore"
+)
+
+// Each node records the API URL it serves at, so that any node can send a
+// request to the leader's API: ACME runs on the leader (its per-account
+// ordering and its nonces are the leader's), and followers forward to it.
+const apiURLPrefix = "api-url/"
+
+// publishAPIURL records this node's API URL.
+func (n *Node) publishAPIURL(ctx context.Context) error {
+	return n.barrier.Put(ctx, tableSys, []byte(apiURLPrefix+n.cfg.NodeID), []byte("https://"+n.cfg.APIAdvertise))
+}
+
+// leaderProxies caches one reverse proxy per leader URL.
+type leaderProxies struct {
+	mu      sync.Mutex
+	byURL   map[string]*httputil.ReverseProxy
+	forNode map[string]string // node ID -> URL
+}
+
+// LeaderProxy returns a handler that forwards a request to the leader's
+// API, or nil when this node is the leader.
+func (n *Node) LeaderProxy(ctx context.Context) (http.Handler, error) {
+	id, _ := n.store.Leader()
+	switch {
+	case id == "":
+		return nil, fmt.Errorf("%w: no leader to forward to", raftstore.ErrNoLeader)
+	case id == n.cfg.NodeID:
+		return nil, nil
+	}
+	n.proxies.mu.Lock()
+	target, ok := n.proxies.forNode[id]
+	n.proxies.mu.Unlock()
+	if !ok {
+		raw, err := n.barrier.Get(ctx, tableSys, []byte(apiURLPrefix+id), raftstore.Stale())
+		if err != nil {
+			if errors.Is(err, raftstore.ErrNotFound) {
+				return nil, fmt.Errorf("%w: the leader %s has not published its API address", raftstore.ErrNoLeader, id)
+			}
+			return nil, err
+		}
+		target = string(raw)
+	}
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, err
+	}
+	n.proxies.mu.Lock()
+	defer n.proxies.mu.Unlock()
+	if n.proxies.byURL == nil {
+		n.proxies.byURL, n.proxies.forNode = map[string]*httputil.ReverseProxy{}, map[string]string{}
+	}
+	n.proxies.forNode[id] = target
+	if p, ok := n.proxies.byURL[target]; ok {
+		return p, nil
+	}
+	mat := n.mat.Load()
+	p := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.Host = pr.In.Host // links the leader writes point at the node the client uses
+			pr.SetXForwarded()
+		},
+		Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: mat.pool, ServerName: id},
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     90 * time.Second,
+		},
+	}
+	n.proxies.byURL[target] = p
+	return p, nil
+}
