@@ -34,3 +34,6 @@ test: fmt-check vet staticcheck unit
 
 bench:
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchtime 3s ./...
+
+run:
+	$(GO) run -tags $(TAGS) ./cmd/custos server --dev
