@@ -13,7 +13,7 @@ var jsonUnmarshal = json.Unmarshal
 
 func (s *Server) authRoutes() []route {
 	return []route{
-		{method: http.MethodPost, pattern: "/v1/auth/token/create", cap: auth.CapCreate | auth.CapUpdate, op: "token-create", h: s.tokenCreate},
+		{method: http.MethodPost, pattern: "/v1/auth/token/create", cap: auth.CapUpdate, op: "token-create", h: s.tokenCreate},
 		{method: http.MethodGet, pattern: "/v1/auth/token/lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: s.tokenLookupSelf},
 		{method: http.MethodPost, pattern: "/v1/auth/token/lookup", cap: auth.CapUpdate, op: "token-lookup", h: s.tokenLookup},
 		{method: http.MethodPost, pattern: "/v1/auth/token/renew-self", cap: auth.CapUpdate, op: "token-renew-self", h: s.tokenRenewSelf},
