@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -219,6 +220,9 @@ func TestThreeNodeClusterInitJoinUnseal(t *testing.T) {
 		c.token = tc.root
 		var st api.RaftStatus
 		c.must("GET", "/v1/sys/raft/peers", nil, &st)
+		if status, _ := c.do("GET", "/v1/sys/metrics", nil, nil); status != http.StatusOK {
+			t.Fatalf("node %d metrics: %d", i, status)
+		}
 		if len(st.Peers) != 3 {
 			t.Fatalf("node %d sees %d peers", i, len(st.Peers))
 		}
@@ -236,3 +240,5 @@ func TestThreeNodeClusterInitJoinUnseal(t *testing.T) {
 		}
 	}
 }
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
