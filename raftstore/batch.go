@@ -24,7 +24,7 @@ const batchVersion = 2
 const (
 	maxBatchCommands = 512
 	maxBatchBytes    = 4 << 20
-	batchesInFlight  = 2
+	batchesInFlight  = 4
 )
 
 type pendingCmd struct {

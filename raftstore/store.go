@@ -185,7 +185,6 @@ func (s *Store) open() error {
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:          &raftLayer{chanListener{m: s.mux, ch: s.mux.raftCh}},
 		MaxPool:         4,
-		MaxRPCsInFlight: 1,
 		Timeout:         10 * time.Second,
 		Logger:          s.logger.Named("transport"),
 	})
