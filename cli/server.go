@@ -1,0 +1,321 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/custos-pki/custos/node"
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+)
+
+// serverNode is what the server command needs of a running node.
+type serverNode interface {
+	Close() error
+	Reopen() error
+	APIURL() string
+	Dev() *node.DevInfo
+}
+
+// deps are what the command line needs of the process, swapped in tests.
+type deps struct {
+	startNode func(ctx context.Context, cfg node.Config) (serverNode, error)
+	// signals subscribes to SIGINT, SIGTERM and SIGHUP.
+	signals func() (ch <-chan os.Signal, stop func())
+}
+
+func defaultDeps() deps {
+	return deps{
+		startNode: func(ctx context.Context, cfg node.Config) (serverNode, error) {
+			n, err := node.Start(ctx, cfg)
+			if err != nil {
+				return nil, err
+			}
+			return n, nil
+		},
+		signals: func() (<-chan os.Signal, func()) {
+			ch := make(chan os.Signal, 4)
+			signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+			return ch, func() { signal.Stop(ch) }
+		},
+	}
+}
+
+// serverSetting is one setting of the server: its config file key, flag
+// and environment variable.
+type serverSetting struct {
+	key, flag, usage string
+}
+
+func (s serverSetting) env() string { return "CUSTOS_" + strings.ToUpper(s.key) }
+
+func serverSettings() []serverSetting {
+	return []serverSetting{
+		{"node_id", "node-id", "this node's ID: a DNS label, unique in the cluster"},
+		{"data_dir", "data-dir", "directory of the node's state, TLS files and audit log"},
+		{"api_addr", "api-addr", "HTTPS API listen address"},
+		{"cluster_addr", "cluster-addr", "node-to-node listen address"},
+		{"api_advertise", "api-advertise", "API address others use (default: api-addr)"},
+		{"cluster_advertise", "cluster-advertise", "cluster address others use (default: cluster-addr)"},
+		{"api_hosts", "api-host", "extra DNS name or IP for the API certificate (repeatable)"},
+		{"join_addr", "join-addr", "API address of a cluster member to join, https://host:port"},
+		{"join_token", "join-token", "one-time join token (prefer CUSTOS_JOIN_TOKEN: flags show in ps)"},
+		{"join_ca_fingerprint", "join-ca-fingerprint", "hex SHA-256 of the cluster CA certificate"},
+		{"unseal_key_file", "unseal-key-file", "unseal from this key file at start (auto-unseal)"},
+		{"audit_log", "audit-log", "audit log path (default: <data-dir>/audit.log)"},
+		{"dev", "dev", "run a one-node dev cluster, initialised and unsealed"},
+		{"log_level", "log-level", "log level: debug, info, warn or error"},
+	}
+}
+
+// Dev mode defaults.
+const (
+	devDataDir = "./custos-dev"
+	devNodeID  = "dev"
+)
+
+func (a *app) serverCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a custos node",
+		Long: "Run a custos node. Settings come from flags, then CUSTOS_* environment variables\n" +
+			"(CUSTOS_NODE_ID, CUSTOS_API_HOSTS=a,b, ...), then the --config file (YAML, TOML or JSON,\n" +
+			"with keys such as node_id and api_hosts), then defaults. SIGHUP reopens the audit log;\n" +
+			"SIGINT or SIGTERM stops the node.\n\n" +
+			"custos server --dev runs a one-node cluster in ./custos-dev, initialised and unsealed.",
+		Args: nargs(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.readServerConfig(a.v.GetString("config")); err != nil {
+				return err
+			}
+			cfg, err := a.nodeConfig(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return a.serve(cmd.Context(), cfg, cmd.OutOrStdout())
+		},
+	}
+	def := node.DefaultConfig()
+	f := cmd.Flags()
+	f.String("config", "", "config file (env CUSTOS_CONFIG)")
+	a.bind(f, "config", "config", "CUSTOS_CONFIG")
+	for _, s := range serverSettings() {
+		switch s.key {
+		case "api_hosts":
+			f.StringArray(s.flag, nil, s.usage)
+		case "dev":
+			f.Bool(s.flag, false, s.usage)
+		case "api_addr":
+			f.String(s.flag, def.APIAddr, s.usage)
+		case "cluster_addr":
+			f.String(s.flag, def.ClusterAddr, s.usage)
+		case "log_level":
+			f.String(s.flag, "info", s.usage)
+		default:
+			f.String(s.flag, "", s.usage)
+		}
+		a.bind(f, s.key, s.flag, s.env())
+	}
+	return cmd
+}
+
+// readServerConfig merges the config file, if any, below the flags and
+// the environment. A key it does not know is an error: a misspelt setting
+// must not be silently ignored.
+func (a *app) readServerConfig(path string) error {
+	if path == "" {
+		return nil
+	}
+	fv := viper.New()
+	fv.SetConfigFile(path)
+	if err := fv.ReadInConfig(); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	known := map[string]bool{}
+	for _, s := range serverSettings() {
+		known[s.key] = true
+	}
+	for _, k := range fv.AllKeys() {
+		if !known[k] {
+			return fmt.Errorf("config %s: unknown setting %q", path, k)
+		}
+	}
+	if err := a.v.MergeConfigMap(fv.AllSettings()); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// nodeConfig builds the node's configuration from the settings.
+func (a *app) nodeConfig(logTo io.Writer) (node.Config, error) {
+	v := a.v
+	cfg := node.DefaultConfig()
+	cfg.NodeID = v.GetString("node_id")
+	cfg.DataDir = v.GetString("data_dir")
+	if s := v.GetString("api_addr"); s != "" {
+		cfg.APIAddr = s
+	}
+	if s := v.GetString("cluster_addr"); s != "" {
+		cfg.ClusterAddr = s
+	}
+	cfg.APIAdvertise = v.GetString("api_advertise")
+	cfg.ClusterAdvertise = v.GetString("cluster_advertise")
+	for _, h := range v.GetStringSlice("api_hosts") {
+		for _, p := range strings.Split(h, ",") {
+			if p = strings.TrimSpace(p); p != "" && !slices.Contains(cfg.APIHosts, p) {
+				cfg.APIHosts = append(cfg.APIHosts, p)
+			}
+		}
+	}
+	cfg.JoinAddr = v.GetString("join_addr")
+	cfg.JoinToken = v.GetString("join_token")
+	cfg.JoinCAFingerprint = v.GetString("join_ca_fingerprint")
+	cfg.UnsealKeyFile = v.GetString("unseal_key_file")
+	cfg.AuditLog = v.GetString("audit_log")
+	cfg.Dev = v.GetBool("dev")
+	if cfg.Dev {
+		if cfg.DataDir == "" {
+			cfg.DataDir = devDataDir
+		}
+		if cfg.NodeID == "" {
+			cfg.NodeID = devNodeID
+		}
+		// The env file and the banner name files in it: absolute paths
+		// work from any directory.
+		if abs, err := filepath.Abs(cfg.DataDir); err == nil {
+			cfg.DataDir = abs
+		}
+	}
+	switch {
+	case cfg.NodeID == "":
+		return cfg, usagef("the node needs an ID: --node-id, CUSTOS_NODE_ID or node_id in the config file")
+	case cfg.DataDir == "":
+		return cfg, usagef("the node needs a data directory: --data-dir, CUSTOS_DATA_DIR or data_dir in the config file")
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, &usageError{err}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(v.GetString("log_level"))); err != nil {
+		return cfg, usagef("log level %q: use debug, info, warn or error", v.GetString("log_level"))
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: level}))
+	return cfg, nil
+}
+
+// serve starts the node and runs it until SIGINT or SIGTERM; SIGHUP
+// reopens the audit log. A second SIGINT or SIGTERM while the node stops
+// gives up waiting.
+func (a *app) serve(ctx context.Context, cfg node.Config, out io.Writer) error {
+	log := cfg.Logger
+	sigs, stop := a.deps.signals()
+	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	type started struct {
+		n   serverNode
+		err error
+	}
+	startc := make(chan started, 1)
+	go func() {
+		n, err := a.deps.startNode(ctx, cfg)
+		startc <- started{n, err}
+	}()
+	// Until the node has started, a signal cancels its start; a second one
+	// gives up on it.
+	var n serverNode
+	stopping := false
+	for n == nil {
+		select {
+		case st := <-startc:
+			if st.err != nil {
+				return fmt.Errorf("start the node: %w", st.err)
+			}
+			n = st.n
+		case sig := <-sigs:
+			switch {
+			case sig == syscall.SIGHUP:
+			case stopping:
+				return errors.New("stopped without waiting for the node to start")
+			default:
+				log.Info("stopping while the node starts", "signal", sig.String())
+				stopping = true
+				cancel()
+			}
+		}
+	}
+
+	if !stopping {
+		if info := n.Dev(); info != nil {
+			printDevBanner(out, n.APIURL(), cfg.DataDir, info)
+		}
+		log.Info("custos node is running", "node_id", cfg.NodeID, "api", n.APIURL())
+		waitForStop(log, n, sigs)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	for {
+		select {
+		case err := <-closed:
+			if err != nil {
+				return fmt.Errorf("stop the node: %w", err)
+			}
+			log.Info("stopped")
+			return nil
+		case sig := <-sigs:
+			if sig != syscall.SIGHUP {
+				return errors.New("stopped without waiting for the node to close")
+			}
+		}
+	}
+}
+
+// waitForStop returns at SIGINT or SIGTERM; SIGHUP reopens the audit log.
+func waitForStop(log *slog.Logger, n serverNode, sigs <-chan os.Signal) {
+	for sig := range sigs {
+		if sig != syscall.SIGHUP {
+			log.Info("stopping", "signal", sig.String())
+			return
+		}
+		if err := n.Reopen(); err != nil {
+			log.Error("reopen the audit log", "err", err)
+		} else {
+			log.Info("reopened the audit log")
+		}
+	}
+}
+
+// printDevBanner tells the user of a dev node how to reach it. The root
+// token is shown: a dev node exists to be tried out.
+func printDevBanner(w io.Writer, addr, dataDir string, info *node.DevInfo) {
+	env := info.EnvFile
+	if env == "" {
+		env = filepath.Join(dataDir, "env")
+	}
+	t := newTable(w)
+	t.text("custos is running in dev mode: one node, initialised and unsealed, with its data in %s.", dataDir)
+	t.text("Do not use dev mode in production: the unseal key sits next to the data.")
+	t.text("")
+	t.kv("  Address", addr)
+	t.kv("  Root token", info.RootToken)
+	t.kv("  CA certificate", info.CACertPath)
+	t.kv("  Env file", env)
+	t.kv("  Unseal key file", info.UnsealKeyFile)
+	t.text("")
+	t.text("Try, in another shell:")
+	t.text("  . %s", env)
+	t.text("  custos status")
+	t.text("  custos kms key create demo")
+	t.text("  custos kms encrypt demo hello")
+	_ = t.flush()
+}
