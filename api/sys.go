@@ -233,7 +233,7 @@ func (s *Server) policyRead(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	ok(w, p)
+	ok(w, PolicyResponse{Name: p.Name, Policy: p.Document})
 }
 
 func (s *Server) policyWrite(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/custos-pki/custos/auth"
@@ -150,6 +151,12 @@ type TokenRequest struct {
 // JSON text or as an object.
 type PolicyRequest struct {
 	Policy RawPolicy `json:"policy"`
+}
+
+// PolicyResponse is GET /v1/sys/policies/{name}: the document as written.
+type PolicyResponse struct {
+	Name   string          `json:"name"`
+	Policy json.RawMessage `json:"policy"`
 }
 
 // CertLoginRequest is POST /v1/auth/cert/login over a TLS connection that

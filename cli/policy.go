@@ -6,7 +6,6 @@ import (
 	"net/http"
 
 	"github.com/custos-pki/custos/api"
-	"github.com/custos-pki/custos/auth"
 	"github.com/spf13/cobra"
 )
 
@@ -18,7 +17,7 @@ func (a *app) policyCmd() *cobra.Command {
 			Short: "Show a policy document",
 			Args:  nargs(1, 1),
 			RunE: a.withClient(func(cmd *cobra.Command, args []string, c *client) error {
-				var p auth.Policy
+				var p api.PolicyResponse
 				if err := c.call(cmd.Context(), http.MethodGet, "/v1/sys/policies/"+pathSegment(args[0]), nil, &p); err != nil {
 					return err
 				}
@@ -26,7 +25,7 @@ func (a *app) policyCmd() *cobra.Command {
 					return a.out(cmd).print(p, nil)
 				}
 				// The document alone, so that read and write round-trip.
-				doc := p.Document
+				doc := []byte(p.Policy)
 				var buf bytes.Buffer
 				if json.Indent(&buf, doc, "", "  ") == nil {
 					doc = buf.Bytes()

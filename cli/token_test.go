@@ -110,7 +110,7 @@ func TestPolicy(t *testing.T) {
 	f := newFakeAPI(t)
 	doc := `{"path": {"kms/encrypt/app": {"capabilities": ["update"]}}}`
 	f.reply("PUT /v1/sys/policies/app", http.StatusNoContent, nil)
-	f.reply("GET /v1/sys/policies/app", http.StatusOK, auth.Policy{Name: "app", Document: []byte(doc)})
+	f.reply("GET /v1/sys/policies/app", http.StatusOK, api.PolicyResponse{Name: "app", Policy: json.RawMessage(doc)})
 	f.reply("GET /v1/sys/policies", http.StatusOK, api.ListResponse{Keys: []string{"app", "default", "root"}})
 	f.reply("DELETE /v1/sys/policies/app", http.StatusNoContent, nil)
 
