@@ -162,13 +162,17 @@ func (s *Server) wrap(rt route) http.Handler {
 		}
 		st.token, st.caller = tok, t
 		path := strings.TrimPrefix(r.URL.Path, "/v1/")
-		allowed, err := svc.Auth.Authorizer().Allowed(r.Context(), t.Policies, path, rt.cap)
+		need := rt.cap
+		if rt.capOf != nil {
+			need = rt.capOf(r)
+		}
+		allowed, err := svc.Auth.Authorizer().Allowed(r.Context(), t.Policies, path, need)
 		if err != nil {
 			s.refuse(w, r, rt, svc, err)
 			return
 		}
 		if !allowed {
-			s.refuse(w, r, rt, svc, Errorf(http.StatusForbidden, CodePermissionDenied, "permission denied: %s on %s", rt.cap, path))
+			s.refuse(w, r, rt, svc, Errorf(http.StatusForbidden, CodePermissionDenied, "permission denied: %s on %s", need, path))
 			return
 		}
 		s.serveAudited(w, r, rt, svc)

@@ -9,7 +9,9 @@ import (
 
 	"github.com/custos-pki/custos/audit"
 	"github.com/custos-pki/custos/auth"
+	"github.com/custos-pki/custos/ca"
 	"github.com/custos-pki/custos/kms"
+	"github.com/custos-pki/custos/secrets"
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -18,9 +20,11 @@ import (
 // Services are what an unsealed node offers. The node hands out a new set
 // after each unseal.
 type Services struct {
-	KMS   *kms.KMS
-	Auth  *auth.Service
-	Audit *audit.Logger
+	KMS     *kms.KMS
+	Auth    *auth.Service
+	Audit   *audit.Logger
+	Secrets *secrets.Store
+	CA      *ca.CA
 }
 
 // Node is the running node as the API sees it: its lifecycle (init,
@@ -126,6 +130,9 @@ type route struct {
 	// grant cap on the policy path (the URL path without "/v1/").
 	public bool
 	cap    auth.Capability
+	// capOf, when set, picks the capability from the request (a listing
+	// needs list where a read of the same path needs read).
+	capOf func(r *http.Request) auth.Capability
 	// op names the operation in the audit log.
 	op string
 	// raw bodies (snapshots) are streamed: not buffered, not audited.
@@ -138,6 +145,8 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.sysRoutes()...)
 	rs = append(rs, s.authRoutes()...)
 	rs = append(rs, s.kmsRoutes()...)
+	rs = append(rs, s.caRoutes()...)
+	rs = append(rs, s.secretsRoutes()...)
 	rs = append(rs, route{method: http.MethodGet, pattern: "/v1/sys/metrics", cap: auth.CapRead, op: "metrics",
 		h: promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP})
 	return rs

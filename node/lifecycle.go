@@ -12,8 +12,10 @@ import (
 	"github.com/custos-pki/custos/api"
 	"github.com/custos-pki/custos/audit"
 	"github.com/custos-pki/custos/auth"
+	"github.com/custos-pki/custos/ca"
 	"github.com/custos-pki/custos/kms"
 	"github.com/custos-pki/custos/raftstore"
+	"github.com/custos-pki/custos/secrets"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -122,6 +124,9 @@ func (n *Node) Init(ctx context.Context, req api.InitRequest) (api.InitResponse,
 		return api.InitResponse{}, fmt.Errorf("init: cluster CA: %w", err)
 	}
 	resp.ClusterCACert = string(caPEM)
+	if _, err := svc.CA.Init(ctx, ca.InitOptions{}); err != nil {
+		return api.InitResponse{}, fmt.Errorf("init: certificate authority: %w", err)
+	}
 	if resp.RootToken, _, err = svc.Auth.CreateRootToken(ctx, "root"); err != nil {
 		return api.InitResponse{}, fmt.Errorf("init: root token: %w", err)
 	}
@@ -259,6 +264,19 @@ func (n *Node) activate(ctx context.Context) (*api.Services, error) {
 	if err := n.publishAPIURL(ctx); err != nil {
 		return nil, err
 	}
+	ccfg := ca.DefaultConfig()
+	ccfg.Storage, ccfg.KMS, ccfg.IsLeader, ccfg.Logger = n.barrier, k, n.store.IsLeader, n.log
+	ccfg.URLBase = "https://" + n.cfg.APIAdvertise
+	authority, err := ca.New(ctx, ccfg)
+	if err != nil {
+		return nil, err
+	}
+	scfg := secrets.DefaultConfig()
+	scfg.Storage, scfg.Keys = n.barrier, k
+	sec, err := secrets.New(ctx, scfg)
+	if err != nil {
+		return nil, err
+	}
 	acfg := audit.DefaultConfig()
 	acfg.Path, acfg.HMACKey = n.cfg.AuditLog, key
 	lg, err := audit.Open(acfg)
@@ -268,16 +286,20 @@ func (n *Node) activate(ctx context.Context) (*api.Services, error) {
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	n.stopSvc = cancel
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
 		k.Run(bg, func(err error) { n.log.Warn("kms maintenance", "error", err) })
 	}()
 	go func() {
 		defer n.wg.Done()
+		n.maintainCA(bg, authority)
+	}()
+	go func() {
+		defer n.wg.Done()
 		n.tidyTokens(bg, a)
 	}()
-	n.svc = &api.Services{KMS: k, Auth: a, Audit: lg}
+	n.svc = &api.Services{KMS: k, Auth: a, Audit: lg, CA: authority, Secrets: sec}
 	n.initialized.Store(true)
 	return n.svc, nil
 }
@@ -318,6 +340,22 @@ func (n *Node) auditKey(ctx context.Context) ([]byte, error) {
 		return cur, nil
 	}
 	return key, nil
+}
+
+// maintainCA renews the CRL when due (the CA does that on the leader only).
+func (n *Node) maintainCA(ctx context.Context, c *ca.CA) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if err := c.Maintain(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("CA maintenance", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // tidyTokens removes expired tokens now and then, on the leader only.

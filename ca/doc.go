@@ -1,0 +1,51 @@
+// Package ca is custos's certificate authority: its issuers, its roles, REST
+// issuance, the inventory of every certificate issued, and revocation by CRL
+// and OCSP.
+//
+// # Issuers
+//
+// Init makes a root and an intermediate whose keys are generated inside the
+// KMS as non-exportable sign keys ("_custos-ca-root", "_custos-ca-int-N";
+// the KMS HTTP API hides names starting with '_'), and signs through
+// (*kms.KMS).Signer: no private key of the CA ever leaves the KMS. An
+// intermediate can instead be signed by an external root (IntermediateCSR,
+// SetIntermediate), and RotateIntermediate replaces the intermediate while
+// the retired one stays known, for OCSP and its own CRL, until it expires.
+// Every certificate a leaf could chain to is clamped to its issuer's
+// lifetime, so a retired intermediate outlives everything it signed. The
+// issuers' state is one record written by compare-and-swap; each node
+// caches it for Config.CacheTTL.
+//
+// # Issuance
+//
+// Sign and Issue check a request against a role (names, IP ranges, URI SANs
+// with SPIFFE patterns, key types and sizes, TTL) and refuse it, issuing
+// nothing, on any mismatch: a TTL over the role's maximum is an error, not
+// clamped. Then, as Boulder does, the certificate is built with a throwaway
+// lint signer of the issuer's key type, linted with zlint (see Lint for the
+// lints that run), and only if no lint reports an error is the identical
+// TBSCertificate signed by the issuer in the KMS. Every signature is checked
+// with the issuer's public key before anything is returned (certificates by
+// crypto/x509 itself, which also checks that the signer is the issuer's
+// key; CRLs and OCSP responses here), and every certificate is recorded.
+// Serial numbers are 128 random bits from crypto/rand.
+//
+// # Inventory and revocation
+//
+// Every certificate from every path (REST, ACME, the step API) is recorded
+// by serial with indexes by expiry, role and revocation. Revoking twice is a
+// conflict (ErrAlreadyRevoked), as RFC 8555 "alreadyRevoked" is. CRLs are
+// made on the leader only, one per live issuer, with a number that strictly
+// increases (written by compare-and-swap), and stored; followers serve the
+// stored CRL. A revocation marks its issuer's CRL stale in the same
+// transaction, and the leader regenerates it at once (on the leader) or at
+// its next Maintain; a CRL is also remade when half its validity is over.
+// The OCSP responder (RFC 6960) signs with the issuing intermediate itself.
+//
+// # Errors
+//
+// Every error for a caller's mistake or the CA's state matches one of
+// ErrInvalid, ErrNotFound, ErrConflict, ErrForbidden, which wrap the kms
+// categories of the same meaning, so the API maps them without knowing this
+// package. Storage and KMS errors pass through.
+package ca
