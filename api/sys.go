@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 
@@ -271,6 +272,15 @@ func (s *Server) policyDelete(w http.ResponseWriter, r *http.Request) {
 
 // RawPolicy is a policy document given as JSON text or as a JSON object.
 type RawPolicy []byte
+
+// MarshalJSON writes the document as a JSON object (or as a string when it
+// is not JSON, for the server to refuse).
+func (p RawPolicy) MarshalJSON() ([]byte, error) {
+	if json.Valid(p) {
+		return append([]byte(nil), p...), nil
+	}
+	return json.Marshal(string(p))
+}
 
 // UnmarshalJSON accepts a string holding the document or the document.
 func (p *RawPolicy) UnmarshalJSON(b []byte) error {
