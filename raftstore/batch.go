@@ -14,9 +14,11 @@ import (
 // each write still waits for the leader's and a follower's flush in turn; with
 // many writers the entries reach the log in small groups and the flushes
 // queue up. The leader therefore collects the commands that arrive while a
-// few batches are in flight and proposes them as one log entry: one entry,
-// one flush on each node, however many writers are waiting. Each command in
-// a batch keeps its request ID and gets its own result.
+// batch is in flight and proposes them as one log entry: one entry, one
+// flush on each node, however many writers are waiting. Each command in a
+// batch keeps its request ID and gets its own result. Measured here (three
+// nodes on one disk, 64 writers), one batch in flight beats two or four:
+// the disk, not the pipeline, is the limit, so fewer and larger flushes win.
 //
 // A batch entry is batchVersion || uvarint(n) || n × (uvarint(len) || command).
 const batchVersion = 2
@@ -24,7 +26,7 @@ const batchVersion = 2
 const (
 	maxBatchCommands = 512
 	maxBatchBytes    = 4 << 20
-	batchesInFlight  = 4
+	batchesInFlight  = 1
 )
 
 type pendingCmd struct {
