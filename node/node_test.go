@@ -157,7 +157,7 @@ func (tc *testCluster) unseal(t testing.TB, i int) {
 	}
 }
 
-func newTestCluster(t *testing.T, size int) *testCluster {
+func newTestCluster(t testing.TB, size int) *testCluster {
 	t.Helper()
 	tc := &testCluster{}
 	cfg := testConfig(t, "node1")

@@ -183,10 +183,10 @@ func (s *Store) open() error {
 	}
 	s.mux = newMux(s.cfg.NodeID, ln, s.cfg.TLS, s.cfg.Dial, s.idForAddr)
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:          &raftLayer{chanListener{m: s.mux, ch: s.mux.raftCh}},
-		MaxPool:         4,
-		Timeout:         10 * time.Second,
-		Logger:          s.logger.Named("transport"),
+		Stream:  &raftLayer{chanListener{m: s.mux, ch: s.mux.raftCh}},
+		MaxPool: 4,
+		Timeout: 10 * time.Second,
+		Logger:  s.logger.Named("transport"),
 	})
 
 	rc := raft.DefaultConfig()
