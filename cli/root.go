@@ -113,6 +113,8 @@ func (a *app) rootCmd() *cobra.Command {
 		a.tokenCmd(),
 		a.policyCmd(),
 		a.kmsCmd(),
+		a.caCmd(),
+		a.secretCmd(),
 	)
 	return root
 }
