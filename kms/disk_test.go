@@ -50,9 +50,7 @@ func TestNoSecretOnDisk(t *testing.T) {
 	for _, tm := range b.kr.terms {
 		needles = append(needles, tm.key)
 	}
-	for _, sh := range res.Shares {
-		needles = append(needles, sh)
-	}
+	needles = append(needles, res.Shares...)
 	for _, typ := range []KeyType{TypeAES256GCM96, TypeAES256GCM96HKDF, TypeHMAC, TypeEd25519, TypeECDSAP256, TypeRSA2048} {
 		name := "k-" + string(typ)
 		if _, err := k.CreateKey(ctx, name, KeyOptions{Type: typ, Exportable: true}); err != nil {
