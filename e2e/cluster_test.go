@@ -219,6 +219,24 @@ func TestProcessClusterSurvivesLeaderKill(t *testing.T) {
 		}
 	}
 
+	// Secrets and certificates through the CLI, on different nodes.
+	h.mustCLI(n1, "secret", "mount", "create", "kv")
+	h.mustCLI(n2, "secret", "put", "kv/app/db", "password=hunter2-but-longer")
+	if got := h.mustCLI(n3, "secret", "get", "kv/app/db", "--field", "password"); strings.TrimSpace(got) != "hunter2-but-longer" {
+		t.Fatalf("secret read on n3: %q", got)
+	}
+	h.mustCLI(n3, "ca", "role", "write", "web", "--allowed-domains", "example.com", "--allow-subdomains")
+	certDir := filepath.Join(root, "issued")
+	h.mustCLI(n2, "ca", "issue", "web", "--common-name", "api.example.com", "--dns", "api.example.com", "--out-dir", certDir)
+	if _, err := os.Stat(filepath.Join(certDir, "key.pem")); err != nil {
+		t.Fatalf("issue wrote no key: %v", err)
+	}
+	if _, err := exec.LookPath("openssl"); err == nil {
+		if out, err := exec.Command("openssl", "verify", "-CAfile", filepath.Join(certDir, "chain.pem"), filepath.Join(certDir, "cert.pem")).CombinedOutput(); err != nil {
+			t.Fatalf("openssl verify: %s (%v)", out, err)
+		}
+	}
+
 	// SIGKILL the leader.
 	var st api.RaftStatus
 	h.mustJSON(n1, &st, "operator", "raft", "peers")
