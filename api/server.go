@@ -25,6 +25,8 @@ type Services struct {
 	Audit   *audit.Logger
 	Secrets *secrets.Store
 	CA      *ca.CA
+	// Step serves ACME and step-ca's API; nil until the CA is initialised.
+	Step http.Handler
 }
 
 // Node is the running node as the API sees it: its lifecycle (init,
@@ -47,6 +49,9 @@ type Node interface {
 	SnapshotSave(ctx context.Context, w io.Writer) error
 	SnapshotRestore(ctx context.Context, r io.Reader) error
 	CreateJoinToken(ctx context.Context, req JoinTokenRequest) (JoinTokenResponse, error)
+	// LeaderProxy returns a handler forwarding to the leader's API, or nil
+	// on the leader.
+	LeaderProxy(ctx context.Context) (http.Handler, error)
 	Join(ctx context.Context, req JoinRequest) (JoinResponse, error)
 }
 
@@ -99,6 +104,7 @@ func New(cfg Config) (*Server, error) {
 	for _, rt := range s.routes() {
 		s.mux.Method(rt.method, rt.pattern, s.wrap(rt))
 	}
+	s.mountStep()
 	return s, nil
 }
 

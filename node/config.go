@@ -43,6 +43,15 @@ type Config struct {
 	// AuditLog is the audit log path; default DataDir/audit.log.
 	AuditLog string
 
+	// ACME validation: the DNS server (host:port) the validator asks for
+	// every lookup, the ports it connects to for http-01 and tls-alpn-01
+	// (0: 80 and 443), and the URL ACME clients use (empty: each request's
+	// host).
+	ACMEResolver      string
+	ACMEHTTP01Port    int
+	ACMETLSALPN01Port int
+	ACMEBaseURL       string
+
 	// Dev runs a one-node cluster that initialises and unseals itself.
 	Dev bool
 

@@ -127,6 +127,9 @@ func (n *Node) Init(ctx context.Context, req api.InitRequest) (api.InitResponse,
 	if _, err := svc.CA.Init(ctx, ca.InitOptions{}); err != nil {
 		return api.InitResponse{}, fmt.Errorf("init: certificate authority: %w", err)
 	}
+	if err := n.attachStep(ctx); err != nil {
+		return api.InitResponse{}, fmt.Errorf("init: ACME: %w", err)
+	}
 	if resp.RootToken, _, err = svc.Auth.CreateRootToken(ctx, "root"); err != nil {
 		return api.InitResponse{}, fmt.Errorf("init: root token: %w", err)
 	}
@@ -271,6 +274,10 @@ func (n *Node) activate(ctx context.Context) (*api.Services, error) {
 	if err != nil {
 		return nil, err
 	}
+	step, err := n.startStep(ctx, authority)
+	if err != nil {
+		return nil, err
+	}
 	scfg := secrets.DefaultConfig()
 	scfg.Storage, scfg.Keys = n.barrier, k
 	sec, err := secrets.New(ctx, scfg)
@@ -300,6 +307,15 @@ func (n *Node) activate(ctx context.Context) (*api.Services, error) {
 		n.tidyTokens(bg, a)
 	}()
 	n.svc = &api.Services{KMS: k, Auth: a, Audit: lg, CA: authority, Secrets: sec}
+	if step != nil {
+		n.svc.Step = step.Handler()
+		n.step = step
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.collectACME(bg, step)
+		}()
+	}
 	n.initialized.Store(true)
 	return n.svc, nil
 }
@@ -310,6 +326,10 @@ func (n *Node) dropServices() {
 	if n.stopSvc != nil {
 		n.stopSvc()
 		n.stopSvc = nil
+	}
+	if n.step != nil {
+		n.step.Close()
+		n.step = nil
 	}
 	if n.svc != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), statusDeadline)
@@ -340,6 +360,23 @@ func (n *Node) auditKey(ctx context.Context) ([]byte, error) {
 		return cur, nil
 	}
 	return key, nil
+}
+
+// attachStep starts step-ca on a node whose CA was just initialised.
+func (n *Node) attachStep(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.svc == nil || n.step != nil {
+		return nil
+	}
+	step, err := n.startStep(ctx, n.svc.CA)
+	if err != nil || step == nil {
+		return err
+	}
+	svc := *n.svc
+	svc.Step = step.Handler()
+	n.svc, n.step = &svc, step
+	return nil
 }
 
 // maintainCA renews the CRL when due (the CA does that on the leader only).

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/custos-pki/custos/api"
+	"github.com/custos-pki/custos/ca/stepca"
 	"github.com/custos-pki/custos/kms"
 	"github.com/custos-pki/custos/raftstore"
 	"github.com/hashicorp/go-hclog"
@@ -53,6 +54,7 @@ type Node struct {
 	genRoot shareCollector
 	rekey   shareCollector
 	proxies leaderProxies
+	step    *stepca.Server
 
 	initialized atomic.Bool
 	dev         *DevInfo

@@ -159,8 +159,17 @@ func (tc *testCluster) unseal(t testing.TB, i int) {
 
 func newTestCluster(t testing.TB, size int) *testCluster {
 	t.Helper()
+	return newTestClusterWith(t, size, nil)
+}
+
+func newTestClusterWith(t testing.TB, size int, edit func(*Config)) *testCluster {
+	t.Helper()
+	if edit == nil {
+		edit = func(*Config) {}
+	}
 	tc := &testCluster{}
 	cfg := testConfig(t, "node1")
+	edit(&cfg)
 	n1 := startNode(t, cfg)
 	tc.nodes, tc.cfgs = append(tc.nodes, n1), append(tc.cfgs, cfg)
 	boot := newClient(t, n1, n1.CACertPath())
@@ -181,6 +190,7 @@ func newTestCluster(t testing.TB, size int) *testCluster {
 		var jt api.JoinTokenResponse
 		c.must("POST", "/v1/sys/join-token", api.JoinTokenRequest{TTL: "10m"}, &jt)
 		cfg := testConfig(t, fmt.Sprintf("node%d", i))
+		edit(&cfg)
 		cfg.JoinAddr, cfg.JoinToken, cfg.JoinCAFingerprint = n1.APIURL(), jt.Token, jt.CAFingerprint
 		n := startNode(t, cfg)
 		tc.nodes, tc.cfgs = append(tc.nodes, n), append(tc.cfgs, cfg)

@@ -74,6 +74,13 @@ func (n *Node) LeaderProxy(ctx context.Context) (http.Handler, error) {
 			pr.Out.Host = pr.In.Host // links the leader writes point at the node the client uses
 			pr.SetXForwarded()
 		},
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			n.log.Warn("forwarding to the leader", "leader", id, "error", err)
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"error":{"code":"unavailable","message":"the leader did not answer; retry"}}` + "\n"))
+		},
 		Transport: &http.Transport{
 			TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: mat.pool, ServerName: id},
 			MaxIdleConnsPerHost: 64,

@@ -1,0 +1,153 @@
+package stepca
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/smallstep/certificates/authority/provisioner"
+	"github.com/smallstep/certificates/db"
+)
+
+// authTables are the tables of step's db package (db.New creates them, but
+// custos gives step its database through authority.WithDatabase, and the
+// names are unexported there).
+var authTables = []string{
+	"x509_certs", "x509_certs_data", "revoked_x509_certs", "x509_crl",
+	"revoked_ssh_certs", "used_ott", "ssh_certs", "ssh_hosts", "ssh_users",
+	"ssh_host_principals",
+}
+
+// authDB is step's authority database with the Recorder told of every
+// certificate stored and every revocation, and asked about revocations.
+type authDB struct {
+	*db.DB
+	rec     Recorder
+	timeout time.Duration
+}
+
+// Step's authority stores a certificate through the first of these it finds.
+var (
+	_ db.AuthDB = (*authDB)(nil)
+	_ interface {
+		StoreCertificateChain(provisioner.Interface, ...*x509.Certificate) error
+		StoreRenewedCertificate(*x509.Certificate, ...*x509.Certificate) error
+	} = (*authDB)(nil)
+)
+
+func newAuthDB(d *DB, rec Recorder, timeout time.Duration) (*authDB, error) {
+	for _, t := range authTables {
+		if err := d.CreateTable([]byte(t)); err != nil {
+			return nil, err
+		}
+	}
+	return &authDB{DB: &db.DB{DB: d}, rec: rec, timeout: timeout}, nil
+}
+
+func (a *authDB) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), a.timeout)
+}
+
+// StoreCertificateChain records a certificate issued by a provisioner (ACME
+// finalize, step's /sign), then stores it as step does.
+func (a *authDB) StoreCertificateChain(p provisioner.Interface, chain ...*x509.Certificate) error {
+	if len(chain) == 0 {
+		return fmt.Errorf("stepca: store certificate: empty chain")
+	}
+	source, role := SourceStep, ""
+	if p != nil {
+		role = p.GetName()
+		if p.GetType() == provisioner.TypeACME {
+			source = SourceACME
+		}
+	}
+	if err := a.record(chain[0], source, role); err != nil {
+		return err
+	}
+	return a.DB.StoreCertificateChain(p, chain...)
+}
+
+// StoreRenewedCertificate records a renewal or rekey (step's /renew and
+// /rekey), under the provisioner of the certificate renewed.
+func (a *authDB) StoreRenewedCertificate(old *x509.Certificate, chain ...*x509.Certificate) error {
+	if len(chain) == 0 {
+		return fmt.Errorf("stepca: store certificate: empty chain")
+	}
+	role := ""
+	if data, err := a.GetCertificateData(old.SerialNumber.String()); err == nil && data.Provisioner != nil {
+		role = data.Provisioner.Name
+	}
+	if err := a.record(chain[0], SourceStep, role); err != nil {
+		return err
+	}
+	return a.DB.StoreRenewedCertificate(old, chain...)
+}
+
+// StoreCertificate is step's fallback path; it records with no provisioner.
+func (a *authDB) StoreCertificate(crt *x509.Certificate) error {
+	if err := a.record(crt, SourceStep, ""); err != nil {
+		return err
+	}
+	return a.DB.StoreCertificate(crt)
+}
+
+func (a *authDB) record(crt *x509.Certificate, source, role string) error {
+	ctx, cancel := a.ctx()
+	defer cancel()
+	if err := a.rec.Record(ctx, crt, source, role); err != nil {
+		return fmt.Errorf("stepca: record certificate %s: %w", crt.SerialNumber, err)
+	}
+	return nil
+}
+
+// Revoke stores a revocation as step does and tells the Recorder, if it
+// records revocations.
+func (a *authDB) Revoke(rci *db.RevokedCertificateInfo) error {
+	if err := a.DB.Revoke(rci); err != nil {
+		return err
+	}
+	rr, ok := a.rec.(RevocationRecorder)
+	if !ok {
+		return nil
+	}
+	n, err := stepSerial(rci.Serial)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.ctx()
+	defer cancel()
+	if err := rr.RecordRevocation(ctx, n, rci.ReasonCode, rci.Reason); err != nil {
+		return fmt.Errorf("stepca: record revocation of %s: %w", rci.Serial, err)
+	}
+	return nil
+}
+
+// IsRevoked reports a certificate revoked in step's list or, if the
+// Recorder checks revocations, in custos' inventory.
+func (a *authDB) IsRevoked(serial string) (bool, error) {
+	if revoked, err := a.DB.IsRevoked(serial); err != nil || revoked {
+		return revoked, err
+	}
+	rc, ok := a.rec.(RevocationChecker)
+	if !ok {
+		return false, nil
+	}
+	n, err := stepSerial(serial)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := a.ctx()
+	defer cancel()
+	return rc.IsRevoked(ctx, n)
+}
+
+// stepSerial parses a serial number as step writes it: in decimal.
+func stepSerial(s string) (*big.Int, error) {
+	n, ok := new(big.Int).SetString(s, 10)
+	if !ok || n.Sign() <= 0 {
+		return nil, fmt.Errorf("stepca: serial %q is not a positive decimal number", s)
+	}
+	return n, nil
+}

@@ -1,0 +1,165 @@
+package stepca
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/custos-pki/custos/kms"
+	"github.com/smallstep/certificates/acme"
+	casapi "github.com/smallstep/certificates/cas/apiv1"
+	"go.step.sm/crypto/x509util"
+)
+
+// issuingCAS is step-ca's certificate authority service (what
+// authority.WithX509SignerFunc would make, step's SoftCAS) with the linter in
+// front of the signer. Step-ca's only other hook before signing, the
+// authority's X509 enforcers, is skipped by renewals and rekeys; the CAS sees
+// every certificate. It completes the template as SoftCAS and
+// x509util.CreateCertificate would (validity, issuer, serial, key
+// identifiers), lints exactly that, signs it, and checks the signature with
+// the issuer's public key.
+type issuingCAS struct {
+	issuer  func(ctx context.Context) (crypto.Signer, []*x509.Certificate, error)
+	lint    func(context.Context, *x509.Certificate) error
+	clock   kms.Clock
+	timeout time.Duration
+}
+
+var (
+	_ casapi.CertificateAuthorityService = (*issuingCAS)(nil)
+	_ casapi.CertificateAuthoritySigner  = (*issuingCAS)(nil)
+)
+
+// Type reports SoftCAS: step-ca treats this service as its own soft CA.
+func (c *issuingCAS) Type() casapi.Type { return casapi.SoftCAS }
+
+// CreateCertificate signs a new certificate.
+func (c *issuingCAS) CreateCertificate(req *casapi.CreateCertificateRequest) (*casapi.CreateCertificateResponse, error) {
+	if req.Template == nil || req.Lifetime <= 0 {
+		return nil, errors.New("stepca: create certificate: template and lifetime are required")
+	}
+	now := c.clock.Now()
+	if req.Template.NotBefore.IsZero() {
+		req.Template.NotBefore = now.Add(-req.Backdate)
+	}
+	if req.Template.NotAfter.IsZero() {
+		req.Template.NotAfter = now.Add(req.Lifetime)
+	}
+	cert, chain, err := c.sign(req.Template)
+	if err != nil {
+		return nil, err
+	}
+	return &casapi.CreateCertificateResponse{Certificate: cert, CertificateChain: chain}, nil
+}
+
+// RenewCertificate signs the renewal of a certificate.
+func (c *issuingCAS) RenewCertificate(req *casapi.RenewCertificateRequest) (*casapi.RenewCertificateResponse, error) {
+	if req.Template == nil || req.Lifetime <= 0 {
+		return nil, errors.New("stepca: renew certificate: template and lifetime are required")
+	}
+	now := c.clock.Now()
+	req.Template.NotBefore = now.Add(-req.Backdate)
+	req.Template.NotAfter = now.Add(req.Lifetime)
+	cert, chain, err := c.sign(req.Template)
+	if err != nil {
+		return nil, err
+	}
+	return &casapi.RenewCertificateResponse{Certificate: cert, CertificateChain: chain}, nil
+}
+
+// RevokeCertificate has nothing to do: revocation is recorded in the
+// database (and the Recorder) by the authority.
+func (c *issuingCAS) RevokeCertificate(req *casapi.RevokeCertificateRequest) (*casapi.RevokeCertificateResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	_, chain, err := c.issuer(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stepca: issuer: %w", err)
+	}
+	return &casapi.RevokeCertificateResponse{Certificate: req.Certificate, CertificateChain: issuingChain(chain)}, nil
+}
+
+// GetSigner returns the issuer's signer.
+func (c *issuingCAS) GetSigner() (crypto.Signer, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	s, _, err := c.issuer(ctx)
+	return s, err
+}
+
+func (c *issuingCAS) sign(tpl *x509.Certificate) (*x509.Certificate, []*x509.Certificate, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	signer, chain, err := c.issuer(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("stepca: issuer: %w", err)
+	}
+	if len(chain) == 0 || signer == nil {
+		return nil, nil, errors.New("stepca: issuer returned no signer or certificate")
+	}
+	parent := chain[0]
+	if err := complete(tpl, parent); err != nil {
+		return nil, nil, err
+	}
+	if c.lint != nil {
+		if err := c.lint(ctx, tpl); err != nil {
+			return nil, nil, acme.NewDetailedError(acme.ErrorBadCSRType, "certificate refused by lint: %v", err)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, parent, tpl.PublicKey, signer)
+	if err != nil {
+		return nil, nil, fmt.Errorf("stepca: sign: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, fmt.Errorf("stepca: parse signed certificate: %w", err)
+	}
+	if err := cert.CheckSignatureFrom(parent); err != nil {
+		return nil, nil, fmt.Errorf("stepca: signed certificate does not verify: %w", err)
+	}
+	return cert, issuingChain(chain), nil
+}
+
+// complete fills in what the signer would: issuer, serial, key identifiers.
+func complete(tpl, parent *x509.Certificate) error {
+	tpl.Issuer = parent.Subject
+	tpl.AuthorityKeyId = parent.SubjectKeyId
+	if tpl.SerialNumber == nil {
+		// 159 random bits: positive, and 20 bytes at most when encoded.
+		b := make([]byte, 20)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		b[0] &= 0x7f
+		b[0] |= 0x01 // never a short serial
+		tpl.SerialNumber = new(big.Int).SetBytes(b)
+	}
+	if tpl.SubjectKeyId == nil {
+		id, err := x509util.GenerateSubjectKeyID(tpl.PublicKey)
+		if err != nil {
+			return fmt.Errorf("stepca: subject key id: %w", err)
+		}
+		tpl.SubjectKeyId = id
+	}
+	return nil
+}
+
+// issuingChain is chain without its self-signed roots: what is sent after
+// the leaf.
+func issuingChain(chain []*x509.Certificate) []*x509.Certificate {
+	out := make([]*x509.Certificate, 0, len(chain))
+	for _, c := range chain {
+		if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}

@@ -1,0 +1,121 @@
+package stepca
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"sync"
+	"time"
+
+	"github.com/custos-pki/custos/kms"
+	"github.com/smallstep/certificates/acme"
+)
+
+// Nonces are stateless: base64url(version || expiry || random || mac), mac
+// a truncated HMAC-SHA256 of the rest under a key every node shares (kept
+// through Storage, made once). Any node verifies any node's nonce, so a
+// client spread over nodes never gets badNonce, and issuing one costs no
+// write. Replay within a node is refused by a set of the nonces used there,
+// kept until they expire. custos serves ACME on the leader only (followers
+// forward), so that node's set sees every use; after a leader change a nonce
+// used on the old leader could be used once more within its lifetime, which
+// a valid JWS signature still has to accompany.
+const (
+	nonceVersion = 1
+	nonceRandLen = 16
+	nonceMACLen  = 16
+	nonceLen     = 1 + 8 + nonceRandLen + nonceMACLen
+)
+
+type nonces struct {
+	key      []byte
+	lifetime time.Duration
+	clock    kms.Clock
+
+	mu        sync.Mutex
+	used      map[[nonceLen]byte]int64 // nonce -> expiry (unix seconds)
+	nextSweep int64
+}
+
+func newNonces(key []byte, lifetime time.Duration, clock kms.Clock) *nonces {
+	return &nonces{key: key, lifetime: lifetime, clock: clock, used: map[[nonceLen]byte]int64{}}
+}
+
+func (n *nonces) mac(b []byte) []byte {
+	m := hmac.New(sha256.New, n.key)
+	m.Write(b)
+	return m.Sum(nil)[:nonceMACLen]
+}
+
+// create returns a fresh nonce.
+func (n *nonces) create() (string, error) {
+	b := make([]byte, 1+8, nonceLen)
+	b[0] = nonceVersion
+	binary.BigEndian.PutUint64(b[1:], uint64(n.clock.Now().Add(n.lifetime).Unix()))
+	r := make([]byte, nonceRandLen)
+	if _, err := rand.Read(r); err != nil {
+		return "", err
+	}
+	b = append(b, r...)
+	b = append(b, n.mac(b)...)
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// use accepts a nonce once: made with the shared key, not expired, and not
+// used on this node before.
+func (n *nonces) use(s string) error {
+	bad := func(why string) error { return acme.NewDetailedError(acme.ErrorBadNonceType, "nonce %s", why) }
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) != nonceLen || b[0] != nonceVersion {
+		return bad("is malformed")
+	}
+	body, tag := b[:nonceLen-nonceMACLen], b[nonceLen-nonceMACLen:]
+	if !hmac.Equal(tag, n.mac(body)) {
+		return bad("is not one of ours")
+	}
+	exp := int64(binary.BigEndian.Uint64(b[1:9]))
+	now := n.clock.Now().Unix()
+	if exp <= now {
+		return bad("has expired")
+	}
+	var k [nonceLen]byte
+	copy(k[:], b)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if now >= n.nextSweep {
+		for u, e := range n.used {
+			if e <= now {
+				delete(n.used, u)
+			}
+		}
+		n.nextSweep = now + 10
+	}
+	if _, dup := n.used[k]; dup {
+		return bad("was used already")
+	}
+	n.used[k] = exp
+	return nil
+}
+
+// acmeDB is step's ACME database with the nonces kept out of it.
+type acmeDB struct {
+	acme.DB
+	nonces *nonces
+}
+
+// CreateNonce returns a stateless nonce.
+func (d *acmeDB) CreateNonce(context.Context) (acme.Nonce, error) {
+	s, err := d.nonces.create()
+	if err != nil {
+		return "", acme.WrapErrorISE(err, "error creating nonce")
+	}
+	return acme.Nonce(s), nil
+}
+
+// DeleteNonce consumes a nonce, or fails with badNonce.
+func (d *acmeDB) DeleteNonce(_ context.Context, n acme.Nonce) error {
+	return d.nonces.use(string(n))
+}

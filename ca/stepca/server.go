@@ -1,0 +1,263 @@
+package stepca
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/smallstep/certificates/acme"
+	acmeapi "github.com/smallstep/certificates/acme/api"
+	acmenosql "github.com/smallstep/certificates/acme/db/nosql"
+	stepapi "github.com/smallstep/certificates/api"
+	"github.com/smallstep/certificates/authority"
+	"github.com/smallstep/certificates/authority/config"
+	"github.com/smallstep/certificates/authority/provisioner"
+	stepdb "github.com/smallstep/certificates/db"
+)
+
+// Server is step-ca embedded: its authority over custos storage and the
+// issuer's kms key, its ACME server and its own API.
+type Server struct {
+	cfg     Config
+	authDB  *authDB
+	acmeDB  *acmeDB
+	auth    *authority.Authority
+	client  *validator
+	linker  acme.Linker
+	baseURL *url.URL // nil: links follow the request's Host
+	locks   *accountLocks
+	roots   *x509.CertPool // to verify client certificates
+	inters  *x509.CertPool
+	handler http.Handler
+}
+
+// New starts step-ca over cfg.Storage. It creates step's tables (at every
+// start, on every node: creating is idempotent), the nonce key and the JWK
+// provisioner's key if they do not exist yet, and the authority. The roots
+// and the issuer's chain are read once, here: after a rotation of either,
+// make a new Server.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, locks: newAccountLocks()}
+	if cfg.BaseURL != "" {
+		s.baseURL, _ = parseBaseURL(cfg.BaseURL)
+	}
+	db, err := NewDB(cfg.Storage, cfg.StoreTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Storage.CreateTable(ctx, MetaTable); err != nil {
+		return nil, fmt.Errorf("stepca: create table %s: %w", MetaTable, err)
+	}
+	if s.authDB, err = newAuthDB(db, cfg.Recorder, cfg.StoreTimeout); err != nil {
+		return nil, err
+	}
+	adb, err := acmenosql.New(db) // creates the ACME tables
+	if err != nil {
+		return nil, fmt.Errorf("stepca: ACME database: %w", err)
+	}
+	key, err := nonceKey(ctx, cfg.Storage)
+	if err != nil {
+		return nil, err
+	}
+	s.acmeDB = &acmeDB{DB: adb, nonces: newNonces(key, cfg.NonceLifetime, cfg.Clock)}
+	s.client = newValidator(cfg.DNSResolver, cfg.HTTP01Port, cfg.TLSALPN01Port, cfg.ValidationTimeout)
+	s.linker = acme.NewLinker("", "/acme")
+	if s.auth, err = s.newAuthority(ctx); err != nil {
+		return nil, err
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// newAuthority makes step's authority: the provisioners, the roots, the
+// issuing CAS and the database.
+func (s *Server) newAuthority(ctx context.Context) (*authority.Authority, error) {
+	cfg := s.cfg
+	roots, err := cfg.Roots(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stepca: roots: %w", err)
+	}
+	if len(roots) == 0 {
+		return nil, errors.New("stepca: Roots returned no certificate")
+	}
+	_, chain, err := cfg.Issuer(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stepca: issuer: %w", err)
+	}
+	intermediates := issuingChain(chain)
+	if len(intermediates) == 0 {
+		return nil, errors.New("stepca: Issuer returned no issuing certificate")
+	}
+	s.roots, s.inters = x509.NewCertPool(), x509.NewCertPool()
+	for _, c := range roots {
+		s.roots.AddCert(c)
+	}
+	for _, c := range intermediates {
+		s.inters.AddCert(c)
+	}
+	provs, err := s.provisioners(ctx)
+	if err != nil {
+		return nil, err
+	}
+	off := false
+	c := &config.Config{
+		DNSNames: s.dnsNames(),
+		AuthorityConfig: &config.AuthConfig{
+			Provisioners: provs,
+			Claims: &provisioner.Claims{
+				MaxTLSDur:     &provisioner.Duration{Duration: cfg.MaxCertDuration},
+				DefaultTLSDur: &provisioner.Duration{Duration: cfg.DefaultCertDuration},
+				EnableSSHCA:   &off,
+			},
+		},
+	}
+	cas := &issuingCAS{issuer: cfg.Issuer, lint: cfg.Linter, clock: cfg.Clock, timeout: cfg.StoreTimeout}
+	a, err := authority.NewEmbedded(
+		authority.WithConfig(c),
+		authority.WithX509RootCerts(roots...),
+		authority.WithX509IntermediateCerts(intermediates...),
+		authority.WithX509CAService(cas),
+		authority.WithDatabase(s.authDB),
+		authority.WithQuietInit(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("stepca: authority: %w", err)
+	}
+	return a, nil
+}
+
+func (s *Server) provisioners(ctx context.Context) (provisioner.List, error) {
+	cfg := s.cfg
+	provs := provisioner.List{&provisioner.ACME{
+		// Step checks an EAB against the ID field but makes it with GetID,
+		// which falls back to "acme/<name>" when the field is empty: set it.
+		ID:         "acme/" + cfg.ACMEProvisioner,
+		Type:       provisioner.TypeACME.String(),
+		Name:       cfg.ACMEProvisioner,
+		RequireEAB: cfg.RequireEAB,
+		Challenges: []provisioner.ACMEChallenge{provisioner.HTTP_01, provisioner.DNS_01, provisioner.TLS_ALPN_01},
+	}}
+	if cfg.JWKProvisioner != "" {
+		pub, enc, err := provisionerJWK(ctx, cfg.Storage, cfg.JWKProvisioner, cfg.JWKPassword)
+		if err != nil {
+			return nil, err
+		}
+		provs = append(provs, &provisioner.JWK{
+			Type:         provisioner.TypeJWK.String(),
+			Name:         cfg.JWKProvisioner,
+			Key:          pub,
+			EncryptedKey: enc,
+		})
+	}
+	return provs, nil
+}
+
+// dnsNames are the names step tokens may name as audience.
+func (s *Server) dnsNames() []string {
+	names := append([]string(nil), s.cfg.DNSNames...)
+	if s.baseURL != nil {
+		names = append(names, s.baseURL.Hostname())
+	}
+	if len(names) == 0 {
+		return nil // step's default: localhost, 127.0.0.1, ::1
+	}
+	return names
+}
+
+// Close stops the authority's background work. The storage stays open.
+func (s *Server) Close() error { return s.auth.Shutdown() }
+
+// Authority returns step's authority, for the revocations and lookups the
+// HTTP API does not cover.
+func (s *Server) Authority() *authority.Authority { return s.auth }
+
+// Paths are the URL path prefixes Handler serves: ACME under /acme/, step's
+// API under /1.0/ and at the root paths step's CLI uses.
+func (s *Server) Paths() []string {
+	return []string{
+		"/acme/", "/1.0/", "/version", "/health", "/root/", "/sign", "/renew",
+		"/rekey", "/revoke", "/provisioners", "/roots", "/roots.pem",
+		"/intermediates", "/intermediates.pem", "/federation",
+	}
+}
+
+// Handler serves ACME at /acme/<provisioner>/... and step's API at /1.0/...
+// and at the root paths (see Paths). It works on whichever node serves it,
+// but custos must route every /acme request to the leader (see accountLocks
+// and nonces); step's API may be served anywhere.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.withContext)
+	r.Route("/acme", func(r chi.Router) {
+		r.Use(s.withBaseURL, s.serialise)
+		acmeapi.Route(r)
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(s.verifiedPeer)
+		r.Route("/1.0", func(r chi.Router) { stepapi.Route(r) })
+		stepapi.Route(r)
+	})
+	return r
+}
+
+// verifiedPeer hides from step's API a client certificate that does not
+// chain to the roots. Step's /renew and /rekey trust the TLS peer
+// certificate as given, relying on the server to have verified it; custos'
+// listener may only have asked for one.
+func (s *Server) verifiedPeer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		inters := s.inters.Clone()
+		for _, c := range r.TLS.PeerCertificates[1:] {
+			inters.AddCert(c)
+		}
+		_, err := r.TLS.PeerCertificates[0].Verify(x509.VerifyOptions{
+			Roots: s.roots, Intermediates: inters, CurrentTime: s.cfg.Clock.Now(),
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+		})
+		if err != nil {
+			cs := *r.TLS
+			cs.PeerCertificates, cs.VerifiedChains = nil, nil
+			r = r.WithContext(r.Context()) // a shallow copy
+			r.TLS = &cs
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withContext puts in the request context what step-ca's handlers read
+// from it: the authority, its database, and the ACME database, validator
+// client and linker. It is the only place they are set.
+func (s *Server) withContext(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := authority.NewContext(r.Context(), s.auth)
+		ctx = stepdb.NewContext(ctx, s.authDB)
+		ctx = acme.NewContext(ctx, s.acmeDB, s.client, s.linker, nil)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// withBaseURL makes step-ca build its ACME links (and check the url of each
+// JWS) on BaseURL's host, whichever host the request came to.
+func (s *Server) withBaseURL(next http.Handler) http.Handler {
+	if s.baseURL == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r2 := r.WithContext(r.Context()) // a shallow copy
+		r2.Host = s.baseURL.Host
+		next.ServeHTTP(w, r2)
+	})
+}

@@ -1,0 +1,105 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"math/big"
+	"time"
+
+	"github.com/custos-pki/custos/ca"
+	"github.com/custos-pki/custos/ca/stepca"
+	"github.com/custos-pki/custos/raftstore"
+)
+
+// recStepPassword is the password of step's JWK provisioner key, kept
+// through the barrier so that every node opens the same key.
+const recStepPassword = "step-jwk-password"
+
+// inventory adapts package ca to what step-ca tells and asks: it records
+// every certificate step issues and every revocation it performs in the one
+// inventory, and answers whether a certificate was revoked elsewhere.
+type inventory struct{ *ca.CA }
+
+var (
+	_ stepca.RevocationRecorder = inventory{}
+	_ stepca.RevocationChecker  = inventory{}
+)
+
+func (i inventory) RecordRevocation(ctx context.Context, serial *big.Int, reason int, _ string) error {
+	_, err := i.Revoke(ctx, hex.EncodeToString(serial.Bytes()), reason)
+	if errors.Is(err, ca.ErrAlreadyRevoked) {
+		return nil
+	}
+	return err
+}
+
+func (i inventory) IsRevoked(ctx context.Context, serial *big.Int) (bool, error) {
+	c, err := i.Get(ctx, hex.EncodeToString(serial.Bytes()))
+	if errors.Is(err, ca.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil && c.Status == ca.StatusRevoked, err
+}
+
+// startStep embeds step-ca (ACME and step's API) once the CA has issuers.
+func (n *Node) startStep(ctx context.Context, c *ca.CA) (*stepca.Server, error) {
+	if _, err := c.Roots(ctx); err != nil {
+		return nil, nil // not initialised yet: Init starts it
+	}
+	pw, err := n.stepPassword(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg := stepca.DefaultConfig()
+	cfg.Storage, cfg.Issuer, cfg.Roots, cfg.Recorder = n.barrier, c.Issuer, c.Roots, inventory{c}
+	cfg.Linter = func(ctx context.Context, t *x509.Certificate) error { return c.LintTemplate(ctx, t, t.PublicKey) }
+	cfg.BaseURL = n.cfg.ACMEBaseURL
+	cfg.DNSResolver = n.cfg.ACMEResolver
+	if n.cfg.ACMEHTTP01Port != 0 {
+		cfg.HTTP01Port = n.cfg.ACMEHTTP01Port
+	}
+	if n.cfg.ACMETLSALPN01Port != 0 {
+		cfg.TLSALPN01Port = n.cfg.ACMETLSALPN01Port
+	}
+	cfg.JWKProvisioner, cfg.JWKPassword = "custos", pw
+	return stepca.New(ctx, cfg)
+}
+
+// stepPassword returns the JWK provisioner password, made once.
+func (n *Node) stepPassword(ctx context.Context) ([]byte, error) {
+	pw := make([]byte, 32)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, err
+	}
+	enc := []byte(hex.EncodeToString(pw))
+	ok, cur, err := n.barrier.CompareAndSwap(ctx, tableSys, []byte(recStepPassword), nil, enc)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return cur, nil
+	}
+	return enc, nil
+}
+
+// collectACME deletes expired ACME orders, authorisations and challenges,
+// on the leader, now and then.
+func (n *Node) collectACME(ctx context.Context, s *stepca.Server) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n.store.IsLeader() {
+				if _, err := s.Collect(ctx, 7*24*time.Hour); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, raftstore.ErrClosed) {
+					n.log.Warn("ACME collection", "error", err)
+				}
+			}
+		}
+	}
+}
