@@ -10,6 +10,7 @@ import (
 	"github.com/custos-pki/custos/audit"
 	"github.com/custos-pki/custos/auth"
 	"github.com/custos-pki/custos/ca"
+	"github.com/custos-pki/custos/ca/stepca"
 	"github.com/custos-pki/custos/kms"
 	"github.com/custos-pki/custos/secrets"
 	"github.com/go-chi/chi/v5"
@@ -25,8 +26,10 @@ type Services struct {
 	Audit   *audit.Logger
 	Secrets *secrets.Store
 	CA      *ca.CA
-	// Step serves ACME and step-ca's API; nil until the CA is initialised.
+	// Step serves ACME and step-ca's API, and ACME makes EAB keys; both nil
+	// until the CA is initialised.
 	Step http.Handler
+	ACME *stepca.Server
 }
 
 // Node is the running node as the API sees it: its lifecycle (init,
@@ -152,6 +155,7 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.authRoutes()...)
 	rs = append(rs, s.kmsRoutes()...)
 	rs = append(rs, s.caRoutes()...)
+	rs = append(rs, s.acmeRoutes()...)
 	rs = append(rs, s.secretsRoutes()...)
 	rs = append(rs, route{method: http.MethodGet, pattern: "/v1/sys/metrics", cap: auth.CapRead, op: "metrics",
 		h: promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP})

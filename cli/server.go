@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -72,6 +73,10 @@ func serverSettings() []serverSetting {
 		{"join_ca_fingerprint", "join-ca-fingerprint", "hex SHA-256 of the cluster CA certificate"},
 		{"unseal_key_file", "unseal-key-file", "unseal from this key file at start (auto-unseal)"},
 		{"audit_log", "audit-log", "audit log path (default: <data-dir>/audit.log)"},
+		{"acme_base_url", "acme-base-url", "URL ACME clients use, e.g. the load balancer's (default: each request's host)"},
+		{"acme_dns_resolver", "acme-dns-resolver", "DNS server (host:port) for every lookup the ACME validator makes (default: the system's)"},
+		{"acme_http01_port", "acme-http01-port", "port the ACME validator connects to for http-01 (default 80)"},
+		{"acme_tls_alpn01_port", "acme-tls-alpn01-port", "port the ACME validator connects to for tls-alpn-01 (default 443)"},
 		{"dev", "dev", "run a one-node dev cluster, initialised and unsealed"},
 		{"log_level", "log-level", "log level: debug, info, warn or error"},
 	}
@@ -181,6 +186,17 @@ func (a *app) nodeConfig(logTo io.Writer) (node.Config, error) {
 	cfg.JoinCAFingerprint = v.GetString("join_ca_fingerprint")
 	cfg.UnsealKeyFile = v.GetString("unseal_key_file")
 	cfg.AuditLog = v.GetString("audit_log")
+	cfg.ACMEBaseURL = v.GetString("acme_base_url")
+	cfg.ACMEResolver = v.GetString("acme_dns_resolver")
+	for key, dst := range map[string]*int{"acme_http01_port": &cfg.ACMEHTTP01Port, "acme_tls_alpn01_port": &cfg.ACMETLSALPN01Port} {
+		if s := v.GetString(key); s != "" {
+			p, err := strconv.Atoi(s)
+			if err != nil || p < 1 || p > 65535 {
+				return cfg, usagef("%s: %q is not a port", key, s)
+			}
+			*dst = p
+		}
+	}
 	cfg.Dev = v.GetBool("dev")
 	if cfg.Dev {
 		if cfg.DataDir == "" {

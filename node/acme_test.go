@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-pki/custos/api"
 	"golang.org/x/crypto/acme"
 )
 
@@ -257,4 +258,18 @@ func TestACMEOnThreeNodes(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 		}
 	})
+}
+
+func TestACMEExternalAccountBindingKey(t *testing.T) {
+	tc := newTestCluster(t, 1)
+	c := newClient(t, tc.nodes[0], tc.caFile)
+	c.token = tc.root
+	var k api.EABResponse
+	c.must("POST", "/v1/ca/acme/eab", api.EABRequest{Reference: "team-a"}, &k)
+	if k.KeyID == "" || len(k.HMACKey) < 32 {
+		t.Fatalf("EAB key %+v", k.KeyID)
+	}
+	if status, code := c.do("POST", "/v1/ca/acme/eab", api.EABRequest{Reference: "team-a"}, nil); status != http.StatusConflict || code != api.CodeConflict {
+		t.Fatalf("a second key with the same reference: %d %s", status, code)
+	}
 }

@@ -308,7 +308,7 @@ func (n *Node) activate(ctx context.Context) (*api.Services, error) {
 	}()
 	n.svc = &api.Services{KMS: k, Auth: a, Audit: lg, CA: authority, Secrets: sec}
 	if step != nil {
-		n.svc.Step = step.Handler()
+		n.svc.Step, n.svc.ACME = step.Handler(), step
 		n.step = step
 		n.wg.Add(1)
 		go func() {
@@ -374,7 +374,7 @@ func (n *Node) attachStep(ctx context.Context) error {
 		return err
 	}
 	svc := *n.svc
-	svc.Step = step.Handler()
+	svc.Step, svc.ACME = step.Handler(), step
 	n.svc, n.step = &svc, step
 	return nil
 }

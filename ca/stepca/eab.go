@@ -3,6 +3,8 @@ package stepca
 import (
 	"context"
 	"fmt"
+
+	"github.com/custos-pki/custos/kms"
 )
 
 // EABKey is an ACME external account binding key. HMACKey is secret: it is
@@ -23,7 +25,7 @@ func (s *Server) CreateEABKey(ctx context.Context, reference string) (EABKey, er
 	}
 	if reference != "" {
 		if k, err := s.acmeDB.GetExternalAccountKeyByReference(ctx, p.GetID(), reference); err == nil && k != nil {
-			return EABKey{}, fmt.Errorf("stepca: an EAB key with reference %q exists", reference)
+			return EABKey{}, fmt.Errorf("%w: stepca: an EAB key with reference %q exists", kms.ErrConflict, reference)
 		}
 	}
 	k, err := s.acmeDB.CreateExternalAccountKey(ctx, p.GetID(), reference)
