@@ -11,6 +11,7 @@ all: build
 
 build:
 	$(GO) build -tags $(TAGS) ./...
+	$(GO) build -tags $(TAGS) -o custos ./cmd/custos
 
 tools: $(STATICCHECK)
 
