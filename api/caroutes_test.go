@@ -2,19 +2,15 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -22,125 +18,23 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/custos-pki/custos/audit"
-	"github.com/custos-pki/custos/auth"
 	"github.com/custos-pki/custos/ca"
-	"github.com/custos-pki/custos/internal/testutil"
-	"github.com/custos-pki/custos/kms"
 	"golang.org/x/crypto/ocsp"
 )
 
-// caTestNode is a node whose services are a real, unsealed kms, auth,
-// audit log and CA on a real one-node raftstore. Its lifecycle methods are
-// not used by the CA routes; calling one panics.
-type caTestNode struct {
-	Node
-	svc *Services
-}
-
-func (n *caTestNode) Services() (*Services, error) { return n.svc, nil }
-
-type caFixture struct {
-	url    string
-	client *http.Client
-	root   string
-	server *Server
-}
+// caFixture is a test stack with a CA, not initialized, served over
+// plain HTTP for openssl ocsp -url.
+type caFixture struct{ *testStack }
 
 func newCAFixture(t *testing.T) *caFixture {
 	t.Helper()
-	ctx := context.Background()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	store := testutil.SingleNode(t)
-	b, err := kms.NewBarrier(store, nil)
-	must(err)
-	keyFile := filepath.Join(t.TempDir(), "unseal.key")
-	must(kms.GenerateKeyFile(keyFile))
-	_, err = b.Init(ctx, kms.SealConfig{KeyFile: keyFile})
-	must(err)
-	must(b.UnsealKeyFile(ctx, keyFile))
-	k, err := kms.New(b, kms.DefaultConfig())
-	must(err)
-	acfg := auth.DefaultConfig()
-	acfg.Storage = b
-	as, err := auth.New(ctx, acfg)
-	must(err)
-	root, _, err := as.CreateRootToken(ctx, "test")
-	must(err)
-	lcfg := audit.DefaultConfig()
-	lcfg.Path = filepath.Join(t.TempDir(), "audit.log")
-	lcfg.HMACKey = make([]byte, 32)
-	rand.Read(lcfg.HMACKey)
-	al, err := audit.Open(lcfg)
-	must(err)
-	t.Cleanup(func() { al.Close() })
-	ccfg := ca.DefaultConfig()
-	ccfg.Storage, ccfg.KMS, ccfg.IsLeader = b, k, store.IsLeader
-	ccfg.Logger = slog.New(slog.DiscardHandler)
-	c, err := ca.New(ctx, ccfg)
-	must(err)
-	srv, err := New(Config{
-		Node:   &caTestNode{svc: &Services{KMS: k, Auth: as, Audit: al, CA: c}},
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	must(err)
-	ts := httptest.NewServer(srv) // plain HTTP, for openssl ocsp -url
-	t.Cleanup(ts.Close)
-	return &caFixture{url: ts.URL, client: ts.Client(), root: root, server: srv}
-}
-
-// do sends body (JSON-encoded unless it is a string or bytes) with token
-// tok and decodes a 200 JSON answer into out. It returns the status and
-// the body.
-func (f *caFixture) do(t *testing.T, tok, method, path string, body, out any) (int, []byte) {
-	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd = bytes.NewReader(b)
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, f.url+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tok != "" {
-		req.Header.Set(TokenHeader, tok)
-	}
-	resp, err := f.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out != nil && resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: %v: %s", method, path, err, raw)
-		}
-	}
-	return resp.StatusCode, raw
+	return &caFixture{newTestStack(t, stackOptions{plainHTTP: true, withCA: true})}
 }
 
 // ok sends a request that must succeed.
 func (f *caFixture) ok(t *testing.T, method, path string, body, out any) []byte {
 	t.Helper()
-	st, raw := f.do(t, f.root, method, path, body, out)
+	st, raw := f.call(t, f.root, method, path, body, out)
 	if st != http.StatusOK {
 		t.Fatalf("%s %s: %d %s", method, path, st, raw)
 	}
@@ -150,7 +44,7 @@ func (f *caFixture) ok(t *testing.T, method, path string, body, out any) []byte 
 // fails sends a request that must fail with status and code.
 func (f *caFixture) fails(t *testing.T, method, path string, body any, status int, code string) {
 	t.Helper()
-	st, raw := f.do(t, f.root, method, path, body, nil)
+	st, raw := f.call(t, f.root, method, path, body, nil)
 	if st != status || !strings.Contains(string(raw), `"code":"`+code+`"`) {
 		t.Fatalf("%s %s: %d %s, want %d %s", method, path, st, raw, status, code)
 	}
@@ -176,7 +70,7 @@ func caParsePEM(t *testing.T, b []byte) []*x509.Certificate {
 func TestCARoutes(t *testing.T) {
 	f := newCAFixture(t)
 	f.fails(t, "GET", "/v1/ca/roots", nil, http.StatusNotFound, CodeNotFound) // not initialized
-	if st, _ := f.do(t, "", "POST", "/v1/ca/init", "{}", nil); st != http.StatusUnauthorized {
+	if st, _ := f.call(t, "", "POST", "/v1/ca/init", "{}", nil); st != http.StatusUnauthorized {
 		t.Fatalf("init without a token: %d", st)
 	}
 	var initResp CAChainResponse
@@ -184,17 +78,17 @@ func TestCARoutes(t *testing.T) {
 	f.fails(t, "POST", "/v1/ca/init", "{}", http.StatusConflict, CodeConflict)
 
 	// Public: roots and chain, PEM and DER, without a token.
-	_, raw := f.do(t, "", "GET", "/v1/ca/roots", nil, nil)
+	_, raw := f.call(t, "", "GET", "/v1/ca/roots", nil, nil)
 	roots := caParsePEM(t, raw)
 	if len(roots) != 1 || roots[0].Subject.CommonName != "Test Root" {
 		t.Fatalf("roots: %s", raw)
 	}
-	if _, raw := f.do(t, "", "GET", "/v1/ca/roots?format=der", nil, nil); !bytes.Equal(raw, roots[0].Raw) {
+	if _, raw := f.call(t, "", "GET", "/v1/ca/roots?format=der", nil, nil); !bytes.Equal(raw, roots[0].Raw) {
 		t.Fatal("roots in DER differ")
 	}
-	_, raw = f.do(t, "", "GET", "/v1/ca/chain", nil, nil)
+	_, raw = f.call(t, "", "GET", "/v1/ca/chain", nil, nil)
 	chain := caParsePEM(t, raw)
-	_, der := f.do(t, "", "GET", "/v1/ca/chain?format=der", nil, nil)
+	_, der := f.call(t, "", "GET", "/v1/ca/chain?format=der", nil, nil)
 	if dchain, err := x509.ParseCertificates(der); err != nil || len(chain) != 2 || len(dchain) != 2 || !dchain[0].Equal(chain[0]) {
 		t.Fatalf("chain: %d PEM, DER %v", len(chain), err)
 	}
@@ -266,16 +160,16 @@ func TestCARoutes(t *testing.T) {
 		t.Fatalf("revoked: %+v", one)
 	}
 	f.fails(t, "POST", "/v1/ca/revoke", CARevokeRequest{Serial: signed.Serial, Reason: 1}, http.StatusConflict, CodeConflict)
-	_, crlDER := f.do(t, "", "GET", "/v1/ca/crl", nil, nil)
+	_, crlDER := f.call(t, "", "GET", "/v1/ca/crl", nil, nil)
 	crl, err := x509.ParseRevocationList(crlDER)
 	if err != nil || crl.CheckSignatureFrom(chain[0]) != nil || len(crl.RevokedCertificateEntries) != 1 ||
 		crl.RevokedCertificateEntries[0].SerialNumber.Cmp(leaf.SerialNumber) != 0 {
 		t.Fatalf("CRL: %v", err)
 	}
-	if _, p := f.do(t, "", "GET", "/v1/ca/crl?format=pem", nil, nil); !strings.HasPrefix(string(p), "-----BEGIN X509 CRL-----") {
+	if _, p := f.call(t, "", "GET", "/v1/ca/crl?format=pem", nil, nil); !strings.HasPrefix(string(p), "-----BEGIN X509 CRL-----") {
 		t.Fatalf("CRL PEM: %s", p)
 	}
-	if _, p := f.do(t, "", "GET", "/v1/ca/crl/int-1", nil, nil); !bytes.Equal(p, crlDER) {
+	if _, p := f.call(t, "", "GET", "/v1/ca/crl/int-1", nil, nil); !bytes.Equal(p, crlDER) {
 		t.Fatal("CRL by issuer differs")
 	}
 	ocspReq, err := ocsp.CreateRequest(leaf, chain[0], nil)
@@ -294,12 +188,12 @@ func TestCARoutes(t *testing.T) {
 		t.Fatalf("OCSP POST: %v %v", r, err)
 	}
 	for _, path := range []string{base64.StdEncoding.EncodeToString(ocspReq), url.PathEscape(base64.StdEncoding.EncodeToString(ocspReq))} {
-		_, body := f.do(t, "", "GET", "/v1/ca/ocsp/"+path, nil, nil)
+		_, body := f.call(t, "", "GET", "/v1/ca/ocsp/"+path, nil, nil)
 		if r, err := ocsp.ParseResponseForCert(body, leaf, chain[0]); err != nil || r.Status != ocsp.Revoked {
 			t.Fatalf("OCSP GET %s: %v %v", path, r, err)
 		}
 	}
-	if _, body := f.do(t, "", "GET", "/v1/ca/ocsp/!!!", nil, nil); !bytes.Equal(body, ocsp.MalformedRequestErrorResponse) {
+	if _, body := f.call(t, "", "GET", "/v1/ca/ocsp/!!!", nil, nil); !bytes.Equal(body, ocsp.MalformedRequestErrorResponse) {
 		t.Fatalf("malformed OCSP GET: %x", body)
 	}
 	goodLeaf := caParsePEM(t, []byte(issued.Certificate))[0]
@@ -315,7 +209,7 @@ func TestCARoutes(t *testing.T) {
 	f.fails(t, "POST", "/v1/ca/intermediate/set", CASetIntermediateRequest{Certificate: initResp.Chain[0]}, http.StatusBadRequest, CodeInvalidArgument)
 	var rotated CAChainResponse
 	f.ok(t, "POST", "/v1/ca/intermediate/rotate", nil, &rotated)
-	_, raw = f.do(t, "", "GET", "/v1/ca/chain", nil, nil)
+	_, raw = f.call(t, "", "GET", "/v1/ca/chain", nil, nil)
 	if now := caParsePEM(t, raw); now[0].Equal(chain[0]) || rotated.Chain[0] != string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: now[0].Raw})) {
 		t.Fatal("the chain did not change after a rotation")
 	}
@@ -365,7 +259,7 @@ func TestCARoutesNeedTokens(t *testing.T) {
 			continue
 		}
 		path := strings.NewReplacer("{name}", "web", "{role}", "web", "{serial}", "0a").Replace(rt.Pattern)
-		if st, raw := f.do(t, "", rt.Method, path, "{}", nil); st != http.StatusUnauthorized {
+		if st, raw := f.call(t, "", rt.Method, path, "{}", nil); st != http.StatusUnauthorized {
 			t.Errorf("%s %s without a token: %d %s", rt.Method, path, st, raw)
 		}
 	}

@@ -6,136 +6,37 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/custos-pki/custos/audit"
 	"github.com/custos-pki/custos/auth"
-	"github.com/custos-pki/custos/internal/testutil"
 	"github.com/custos-pki/custos/kms"
 )
 
-// kmsTestNode is a node whose services are a real, unsealed kms, auth and
-// audit log on a real one-node raftstore. The lifecycle methods of Node
-// are not used by the kms routes; calling one panics.
-type kmsTestNode struct {
-	Node
-	svc *Services
-}
-
-func (n *kmsTestNode) Services() (*Services, error) { return n.svc, nil }
-
-type kmsFixture struct {
-	url       string
-	client    *http.Client
-	root      string
-	kms       *kms.KMS
-	auth      *auth.Service
-	server    *Server
-	auditPath string
-}
+// kmsFixture is a test stack with the node's own, reserved key.
+type kmsFixture struct{ *testStack }
 
 // reservedKey is the name the node gives its cluster CA key.
 const reservedKey = "_custos-cluster-ca"
 
 func newKMSFixture(t *testing.T) *kmsFixture {
 	t.Helper()
-	ctx := context.Background()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	b, err := kms.NewBarrier(testutil.SingleNode(t), nil)
-	must(err)
-	keyFile := filepath.Join(t.TempDir(), "unseal.key")
-	must(kms.GenerateKeyFile(keyFile))
-	_, err = b.Init(ctx, kms.SealConfig{KeyFile: keyFile})
-	must(err)
-	must(b.UnsealKeyFile(ctx, keyFile))
-	k, err := kms.New(b, kms.DefaultConfig())
-	must(err)
-	acfg := auth.DefaultConfig()
-	acfg.Storage = b
-	as, err := auth.New(ctx, acfg)
-	must(err)
-	root, _, err := as.CreateRootToken(ctx, "test")
-	must(err)
-	lcfg := audit.DefaultConfig()
-	lcfg.Path = filepath.Join(t.TempDir(), "audit.log")
-	lcfg.HMACKey = make([]byte, 32)
-	rand.Read(lcfg.HMACKey)
-	al, err := audit.Open(lcfg)
-	must(err)
-	t.Cleanup(func() { al.Close() })
-	srv, err := New(Config{
-		Node:         &kmsTestNode{svc: &Services{KMS: k, Auth: as, Audit: al}},
-		MaxBodyBytes: 64 << 10,
-		Logger:       slog.New(slog.DiscardHandler),
-	})
-	must(err)
-	ts := httptest.NewTLSServer(srv)
-	t.Cleanup(ts.Close)
+	s := newTestStack(t, stackOptions{maxBodyBytes: 64 << 10})
 	// The node's own key, made as the node makes it.
-	_, err = k.CreateKey(ctx, reservedKey, kms.KeyOptions{Type: kms.TypeECDSAP256})
-	must(err)
-	return &kmsFixture{url: ts.URL, client: ts.Client(), root: root, kms: k, auth: as, server: srv, auditPath: lcfg.Path}
-}
-
-// call sends body (JSON-encoded unless it is a string) with token tok and
-// decodes a 200 answer into out. It returns the status and the body.
-func (f *kmsFixture) call(t *testing.T, tok, method, path string, body, out any) (int, []byte) {
-	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, f.url+path, rd)
-	if err != nil {
+	if _, err := s.kms.CreateKey(context.Background(), reservedKey, kms.KeyOptions{Type: kms.TypeECDSAP256}); err != nil {
 		t.Fatal(err)
 	}
-	if tok != "" {
-		req.Header.Set(TokenHeader, tok)
-	}
-	resp, err := f.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode == http.StatusOK && out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: %v in %s", method, path, err, raw)
-		}
-	}
-	return resp.StatusCode, raw
+	return &kmsFixture{s}
 }
 
 // ok calls as root and fails the test unless the answer is 200.

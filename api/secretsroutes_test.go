@@ -3,141 +3,47 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/custos-pki/custos/audit"
 	"github.com/custos-pki/custos/auth"
-	"github.com/custos-pki/custos/internal/testutil"
-	"github.com/custos-pki/custos/kms"
 	"github.com/custos-pki/custos/raftstore"
 	"github.com/custos-pki/custos/secrets"
 )
 
-// secTestNode is a node whose services are a real, unsealed kms, auth,
-// audit log and secret store on a real one-node raftstore. The lifecycle
-// methods of Node are not used by the secrets routes.
-type secTestNode struct {
-	Node
-	svc *Services
-}
-
-func (n *secTestNode) Services() (*Services, error) { return n.svc, nil }
-
-type secFixture struct {
-	url       string
-	client    *http.Client
-	root      string
-	auth      *auth.Service
-	raw       *raftstore.Store
-	auditPath string
-}
+// secFixture is a test stack with a secret store.
+type secFixture struct{ *testStack }
 
 func newSecFixture(t *testing.T) *secFixture {
 	t.Helper()
-	ctx := context.Background()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	raw := testutil.SingleNode(t)
-	b, err := kms.NewBarrier(raw, nil)
-	must(err)
-	keyFile := filepath.Join(t.TempDir(), "unseal.key")
-	must(kms.GenerateKeyFile(keyFile))
-	_, err = b.Init(ctx, kms.SealConfig{KeyFile: keyFile})
-	must(err)
-	must(b.UnsealKeyFile(ctx, keyFile))
-	k, err := kms.New(b, kms.DefaultConfig())
-	must(err)
-	acfg := auth.DefaultConfig()
-	acfg.Storage = b
-	as, err := auth.New(ctx, acfg)
-	must(err)
-	root, _, err := as.CreateRootToken(ctx, "test")
-	must(err)
-	scfg := secrets.DefaultConfig()
-	scfg.Storage, scfg.Keys = b, k
-	st, err := secrets.New(ctx, scfg)
-	must(err)
-	lcfg := audit.DefaultConfig()
-	lcfg.Path = filepath.Join(t.TempDir(), "audit.log")
-	lcfg.HMACKey = make([]byte, 32)
-	rand.Read(lcfg.HMACKey)
-	al, err := audit.Open(lcfg)
-	must(err)
-	t.Cleanup(func() { al.Close() })
-	srv, err := New(Config{
-		Node:   &secTestNode{svc: &Services{KMS: k, Auth: as, Audit: al, Secrets: st}},
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	must(err)
-	ts := httptest.NewTLSServer(srv)
-	t.Cleanup(ts.Close)
-	return &secFixture{url: ts.URL, client: ts.Client(), root: root, auth: as, raw: raw, auditPath: lcfg.Path}
+	return &secFixture{newTestStack(t, stackOptions{withSecrets: true})}
 }
 
-// call sends body (JSON-encoded unless it is a string) with token tok and
-// decodes a 200 answer into out. It returns the status and the error code.
-func (f *secFixture) call(t *testing.T, tok, method, path string, body, out any) (int, string) {
-	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, f.url+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set(TokenHeader, tok)
-	resp, err := f.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode == http.StatusOK && out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: %v in %s", method, path, err, raw)
-		}
-	}
+// errCode is the error code of an API error document, or "".
+func errCode(raw []byte) string {
 	var eb struct {
 		Error struct{ Code string } `json:"error"`
 	}
 	json.Unmarshal(raw, &eb)
-	return resp.StatusCode, eb.Error.Code
+	return eb.Error.Code
 }
 
 // ok calls and fails the test unless the status is 200 or 204.
 func (f *secFixture) ok(t *testing.T, method, path string, body, out any) {
 	t.Helper()
-	if status, code := f.call(t, f.root, method, path, body, out); status != 200 && status != 204 {
-		t.Fatalf("%s %s: %d %s", method, path, status, code)
+	if status, raw := f.call(t, f.root, method, path, body, out); status != 200 && status != 204 {
+		t.Fatalf("%s %s: %d %s", method, path, status, errCode(raw))
 	}
 }
 
 func (f *secFixture) want(t *testing.T, tok, method, path string, body any, status int, code string) {
 	t.Helper()
-	if got, gotCode := f.call(t, tok, method, path, body, nil); got != status || gotCode != code {
+	got, raw := f.call(t, tok, method, path, body, nil)
+	if gotCode := errCode(raw); got != status || gotCode != code {
 		t.Fatalf("%s %s: got %d %q, want %d %q", method, path, got, gotCode, status, code)
 	}
 }
@@ -292,8 +198,8 @@ func TestSecretRoutesPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, c := f.call(t, tok, "GET", "/v1/secret/kv/data/app/a", nil, nil); s != 200 {
-		t.Fatalf("read allowed path: %d %s", s, c)
+	if s, raw := f.call(t, tok, "GET", "/v1/secret/kv/data/app/a", nil, nil); s != 200 {
+		t.Fatalf("read allowed path: %d %s", s, errCode(raw))
 	}
 	f.want(t, tok, "GET", "/v1/secret/kv/data/other/c", nil, 403, CodePermissionDenied)
 	f.want(t, tok, "PUT", "/v1/secret/kv/data/other/c", write(`{}`), 403, CodePermissionDenied)
@@ -301,8 +207,8 @@ func TestSecretRoutesPolicies(t *testing.T) {
 	f.want(t, tok, "GET", "/v1/secret/kv/metadata/app/a", nil, 403, CodePermissionDenied)
 	f.want(t, tok, "POST", "/v1/sys/mounts/x", nil, 403, CodePermissionDenied)
 	var l SecretListResponse
-	if s, c := f.call(t, tok, "GET", "/v1/secret/kv/metadata/?list=true", nil, &l); s != 200 || len(l.Keys) != 2 {
-		t.Fatalf("list with list only: %d %s %v", s, c, l.Keys)
+	if s, raw := f.call(t, tok, "GET", "/v1/secret/kv/metadata/?list=true", nil, &l); s != 200 || len(l.Keys) != 2 {
+		t.Fatalf("list with list only: %d %s %v", s, errCode(raw), l.Keys)
 	}
 	var many SecretReadManyResponse
 	if s, _ := f.call(t, tok, "POST", "/v1/secret/kv/read-many", SecretReadManyRequest{Paths: []string{"app/a", "other/c"}}, &many); s != 200 ||
@@ -311,8 +217,8 @@ func TestSecretRoutesPolicies(t *testing.T) {
 	}
 	f.want(t, tok, "POST", "/v1/secret/kv/move", SecretMoveRequest{From: "other/c", To: "app/c"}, 403, CodePermissionDenied)
 	f.want(t, tok, "POST", "/v1/secret/kv/move", SecretMoveRequest{From: "app/a", To: "other/a"}, 403, CodePermissionDenied)
-	if s, c := f.call(t, tok, "POST", "/v1/secret/kv/move", SecretMoveRequest{From: "app/a", To: "app/z"}, nil); s != 204 {
-		t.Fatalf("move within the policy: %d %s", s, c)
+	if s, raw := f.call(t, tok, "POST", "/v1/secret/kv/move", SecretMoveRequest{From: "app/a", To: "app/z"}, nil); s != 204 {
+		t.Fatalf("move within the policy: %d %s", s, errCode(raw))
 	}
 }
 
@@ -323,7 +229,7 @@ func TestSecretRoutesBadInput(t *testing.T) {
 	f.ok(t, "PUT", "/v1/secret/kv/data/s", write(`{"v":1}`), nil)
 	f.ok(t, "PUT", "/v1/secret/kv/data/s", write(`{"v":2}`), nil)
 	f.ok(t, "POST", "/v1/secret/kv/destroy/s", `{"versions":[1]}`, nil)
-	before := secDump(t, f.raw)
+	before := secDump(t, f.store)
 	big := `{"a":"` + strings.Repeat("x", secrets.MaxValueSize) + `"}`
 	cases := []struct {
 		method, path, body string
@@ -373,7 +279,7 @@ func TestSecretRoutesBadInput(t *testing.T) {
 			f.want(t, f.root, tc.method, tc.path, body, tc.status, tc.code)
 		})
 	}
-	if after := secDump(t, f.raw); after != before {
+	if after := secDump(t, f.store); after != before {
 		t.Fatal("refused requests changed the stored secrets")
 	}
 }
