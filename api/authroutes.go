@@ -13,19 +13,19 @@ var jsonUnmarshal = json.Unmarshal
 
 func (s *Server) authRoutes() []route {
 	return []route{
-		{method: http.MethodPost, pattern: "/v1/auth/token/create", cap: auth.CapUpdate, op: "token-create", h: s.tokenCreate},
-		{method: http.MethodGet, pattern: "/v1/auth/token/lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: s.tokenLookupSelf},
-		{method: http.MethodPost, pattern: "/v1/auth/token/lookup", cap: auth.CapUpdate, op: "token-lookup", h: s.tokenLookup},
-		{method: http.MethodPost, pattern: "/v1/auth/token/renew-self", cap: auth.CapUpdate, op: "token-renew-self", h: s.tokenRenewSelf},
-		{method: http.MethodPost, pattern: "/v1/auth/token/renew", cap: auth.CapUpdate, op: "token-renew", h: s.tokenRenew},
-		{method: http.MethodPost, pattern: "/v1/auth/token/revoke-self", cap: auth.CapUpdate, op: "token-revoke-self", h: s.tokenRevokeSelf},
-		{method: http.MethodPost, pattern: "/v1/auth/token/revoke", cap: auth.CapUpdate, op: "token-revoke", h: s.tokenRevoke},
-		{method: http.MethodPost, pattern: "/v1/auth/cert/login", public: true, op: "cert-login", h: s.certLogin},
-		{method: http.MethodGet, pattern: "/v1/auth/cert/roles", cap: auth.CapList, op: "cert-role-list", h: s.certRoleList},
-		{method: http.MethodGet, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapRead, op: "cert-role-read", h: s.certRoleRead},
-		{method: http.MethodPut, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapUpdate, op: "cert-role-write", h: s.certRoleWrite},
-		{method: http.MethodPost, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapUpdate, op: "cert-role-write", h: s.certRoleWrite},
-		{method: http.MethodDelete, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapDelete, op: "cert-role-delete", h: s.certRoleDelete},
+		{method: http.MethodPost, pattern: "/v1/auth/token/create", cap: auth.CapUpdate, op: "token-create", h: authHandler(s, tokenCreate)},
+		{method: http.MethodGet, pattern: "/v1/auth/token/lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: authHandler(s, tokenLookupSelf)},
+		{method: http.MethodPost, pattern: "/v1/auth/token/lookup", cap: auth.CapUpdate, op: "token-lookup", h: authHandler(s, tokenLookup)},
+		{method: http.MethodPost, pattern: "/v1/auth/token/renew-self", cap: auth.CapUpdate, op: "token-renew-self", h: authHandler(s, tokenRenewSelf)},
+		{method: http.MethodPost, pattern: "/v1/auth/token/renew", cap: auth.CapUpdate, op: "token-renew", h: authHandler(s, tokenRenew)},
+		{method: http.MethodPost, pattern: "/v1/auth/token/revoke-self", cap: auth.CapUpdate, op: "token-revoke-self", h: authHandler(s, tokenRevokeSelf)},
+		{method: http.MethodPost, pattern: "/v1/auth/token/revoke", cap: auth.CapUpdate, op: "token-revoke", h: authHandler(s, tokenRevoke)},
+		{method: http.MethodPost, pattern: "/v1/auth/cert/login", public: true, op: "cert-login", h: authHandler(s, certLogin)},
+		{method: http.MethodGet, pattern: "/v1/auth/cert/roles", cap: auth.CapList, op: "cert-role-list", h: authHandler(s, certRoleList)},
+		{method: http.MethodGet, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapRead, op: "cert-role-read", h: authHandler(s, certRoleRead)},
+		{method: http.MethodPut, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapUpdate, op: "cert-role-write", h: authHandler(s, certRoleWrite)},
+		{method: http.MethodPost, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapUpdate, op: "cert-role-write", h: authHandler(s, certRoleWrite)},
+		{method: http.MethodDelete, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapDelete, op: "cert-role-delete", h: authHandler(s, certRoleDelete)},
 	}
 }
 
@@ -41,252 +41,179 @@ func duration(field, v string) (time.Duration, error) {
 	return d, nil
 }
 
-func (s *Server) tokenCreate(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
+// noBody marks a handler that reads no request body: whatever is sent is
+// ignored, as for a GET.
+type noBody struct{}
+
+// authHandler serves a route of the auth service: it decodes a Req (unless
+// Req is noBody), calls fn, and answers 200 with fn's result, or 204 when
+// the result is nil.
+func authHandler[Req any](s *Server, fn func(r *http.Request, a *auth.Service, req *Req) (any, error)) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		svc, ok2 := s.services(w, r)
+		if !ok2 {
+			return
+		}
+		var req Req
+		if _, skip := any(&req).(*noBody); !skip {
+			if err := decode(r, &req); err != nil {
+				writeError(w, r, err)
+				return
+			}
+		}
+		resp, err := fn(r, svc.Auth, &req)
+		switch {
+		case err != nil:
+			writeError(w, r, err)
+		case resp == nil:
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			ok(w, resp)
+		}
 	}
-	var req TokenCreateRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
+}
+
+func tokenCreate(r *http.Request, a *auth.Service, req *TokenCreateRequest) (any, error) {
 	ttl, err := duration("ttl", req.TTL)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
 	maxTTL, err := duration("max_ttl", req.MaxTTL)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
 	renewable := true
 	if req.Renewable != nil {
 		renewable = *req.Renewable
 	}
 	_, parent := caller(r)
-	tok, t, err := svc.Auth.CreateToken(r.Context(), parent, auth.TokenRequest{
+	tok, t, err := a.CreateToken(r.Context(), parent, auth.TokenRequest{
 		Policies: req.Policies, TTL: ttl, MaxTTL: maxTTL, Renewable: renewable,
 		DisplayName: req.DisplayName, Meta: req.Meta, NumUses: req.NumUses,
 	})
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
-	ok(w, TokenResponse{ClientToken: tok, Token: *t})
+	return TokenResponse{ClientToken: tok, Token: *t}, nil
 }
 
-func (s *Server) tokenLookupSelf(w http.ResponseWriter, r *http.Request) {
+func tokenLookupSelf(r *http.Request, _ *auth.Service, _ *noBody) (any, error) {
 	t, _ := caller(r)
-	ok(w, TokenResponse{Token: *t})
+	return TokenResponse{Token: *t}, nil
 }
 
-// tokenTarget reads a TokenRequest naming a token by value or accessor.
-func tokenTarget(w http.ResponseWriter, r *http.Request) (TokenRequest, bool) {
-	var req TokenRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return req, false
-	}
+// checkTarget checks that a TokenRequest names a token by exactly one of
+// value and accessor.
+func checkTarget(req *TokenRequest) error {
 	if (req.Token == "") == (req.Accessor == "") {
-		writeError(w, r, invalid("give exactly one of token and accessor"))
-		return req, false
+		return invalid("give exactly one of token and accessor")
 	}
-	return req, true
+	return nil
 }
 
-func (s *Server) tokenLookup(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
-	req, ok2 := tokenTarget(w, r)
-	if !ok2 {
-		return
+func tokenLookup(r *http.Request, a *auth.Service, req *TokenRequest) (any, error) {
+	if err := checkTarget(req); err != nil {
+		return nil, err
 	}
 	var (
 		t   *auth.Token
 		err error
 	)
 	if req.Token != "" {
-		t, err = svc.Auth.Lookup(r.Context(), req.Token)
+		t, err = a.Lookup(r.Context(), req.Token)
 	} else {
-		t, err = svc.Auth.LookupAccessor(r.Context(), req.Accessor)
+		t, err = a.LookupAccessor(r.Context(), req.Accessor)
 	}
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
-	ok(w, TokenResponse{Token: *t})
+	return TokenResponse{Token: *t}, nil
 }
 
-func (s *Server) tokenRenewSelf(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
-	var req struct {
-		Increment string `json:"increment"`
-	}
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
+// renewSelfRequest is POST /v1/auth/token/renew-self.
+type renewSelfRequest struct {
+	Increment string `json:"increment"`
+}
+
+func tokenRenewSelf(r *http.Request, a *auth.Service, req *renewSelfRequest) (any, error) {
 	inc, err := duration("increment", req.Increment)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
 	_, tok := caller(r)
-	t, err := svc.Auth.Renew(r.Context(), tok, inc)
+	t, err := a.Renew(r.Context(), tok, inc)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
-	ok(w, TokenResponse{Token: *t})
+	return TokenResponse{Token: *t}, nil
 }
 
-func (s *Server) tokenRenew(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
-	req, ok2 := tokenTarget(w, r)
-	if !ok2 {
-		return
+func tokenRenew(r *http.Request, a *auth.Service, req *TokenRequest) (any, error) {
+	if err := checkTarget(req); err != nil {
+		return nil, err
 	}
 	inc, err := duration("increment", req.Increment)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
 	var t *auth.Token
 	if req.Token != "" {
-		t, err = svc.Auth.Renew(r.Context(), req.Token, inc)
+		t, err = a.Renew(r.Context(), req.Token, inc)
 	} else {
-		t, err = svc.Auth.RenewAccessor(r.Context(), req.Accessor, inc)
+		t, err = a.RenewAccessor(r.Context(), req.Accessor, inc)
 	}
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
-	ok(w, TokenResponse{Token: *t})
+	return TokenResponse{Token: *t}, nil
 }
 
-func (s *Server) tokenRevokeSelf(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
+func tokenRevokeSelf(r *http.Request, a *auth.Service, _ *noBody) (any, error) {
 	_, tok := caller(r)
-	if err := svc.Auth.Revoke(r.Context(), tok); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil, a.Revoke(r.Context(), tok)
 }
 
-func (s *Server) tokenRevoke(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
+func tokenRevoke(r *http.Request, a *auth.Service, req *TokenRequest) (any, error) {
+	if err := checkTarget(req); err != nil {
+		return nil, err
 	}
-	req, ok2 := tokenTarget(w, r)
-	if !ok2 {
-		return
-	}
-	var err error
 	if req.Token != "" {
-		err = svc.Auth.Revoke(r.Context(), req.Token)
-	} else {
-		err = svc.Auth.RevokeAccessor(r.Context(), req.Accessor)
+		return nil, a.Revoke(r.Context(), req.Token)
 	}
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil, a.RevokeAccessor(r.Context(), req.Accessor)
 }
 
-func (s *Server) certLogin(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
-	var req CertLoginRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
+func certLogin(r *http.Request, a *auth.Service, req *CertLoginRequest) (any, error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		writeError(w, r, Errorf(http.StatusUnauthorized, CodeUnauthenticated, "certificate login needs a TLS client certificate"))
-		return
+		return nil, Errorf(http.StatusUnauthorized, CodeUnauthenticated, "certificate login needs a TLS client certificate")
 	}
-	tok, t, err := svc.Auth.LoginWithCert(r.Context(), r.TLS.PeerCertificates, req.Role)
+	tok, t, err := a.LoginWithCert(r.Context(), r.TLS.PeerCertificates, req.Role)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
-	ok(w, TokenResponse{ClientToken: tok, Token: *t})
+	return TokenResponse{ClientToken: tok, Token: *t}, nil
 }
 
-func (s *Server) certRoleList(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
-	names, err := svc.Auth.ListCertRoles(r.Context())
+func certRoleList(r *http.Request, a *auth.Service, _ *noBody) (any, error) {
+	names, err := a.ListCertRoles(r.Context())
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
-	ok(w, ListResponse{Keys: names})
+	return ListResponse{Keys: names}, nil
 }
 
-func (s *Server) certRoleRead(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
-	role, err := svc.Auth.ReadCertRole(r.Context(), chi.URLParam(r, "name"))
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	ok(w, role)
+func certRoleRead(r *http.Request, a *auth.Service, _ *noBody) (any, error) {
+	return a.ReadCertRole(r.Context(), chi.URLParam(r, "name"))
 }
 
-func (s *Server) certRoleWrite(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
-	var role auth.CertRole
-	if err := decode(r, &role); err != nil {
-		writeError(w, r, err)
-		return
-	}
+func certRoleWrite(r *http.Request, a *auth.Service, role *auth.CertRole) (any, error) {
 	if role.Name != "" && role.Name != chi.URLParam(r, "name") {
-		writeError(w, r, invalid("name in the body differs from the path"))
-		return
+		return nil, invalid("name in the body differs from the path")
 	}
 	role.Name = chi.URLParam(r, "name")
-	if err := svc.Auth.WriteCertRole(r.Context(), role); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil, a.WriteCertRole(r.Context(), *role)
 }
 
-func (s *Server) certRoleDelete(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
-	if err := svc.Auth.DeleteCertRole(r.Context(), chi.URLParam(r, "name")); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+func certRoleDelete(r *http.Request, a *auth.Service, _ *noBody) (any, error) {
+	return nil, a.DeleteCertRole(r.Context(), chi.URLParam(r, "name"))
 }

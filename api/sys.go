@@ -27,11 +27,11 @@ func (s *Server) sysRoutes() []route {
 		{method: http.MethodPost, pattern: "/v1/sys/raft/step-down", cap: auth.CapUpdate | auth.CapSudo, op: "step-down", h: s.stepDown},
 		{method: http.MethodGet, pattern: "/v1/sys/raft/snapshot", cap: auth.CapRead | auth.CapSudo, op: "snapshot-save", raw: true, h: s.snapshotSave},
 		{method: http.MethodPost, pattern: "/v1/sys/raft/snapshot", cap: auth.CapUpdate | auth.CapSudo, op: "snapshot-restore", raw: true, h: s.snapshotRestore},
-		{method: http.MethodGet, pattern: "/v1/sys/policies", cap: auth.CapList, op: "policy-list", h: s.policyList},
-		{method: http.MethodGet, pattern: "/v1/sys/policies/{name}", cap: auth.CapRead, op: "policy-read", h: s.policyRead},
-		{method: http.MethodPut, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: s.policyWrite},
-		{method: http.MethodPost, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: s.policyWrite},
-		{method: http.MethodDelete, pattern: "/v1/sys/policies/{name}", cap: auth.CapDelete, op: "policy-delete", h: s.policyDelete},
+		{method: http.MethodGet, pattern: "/v1/sys/policies", cap: auth.CapList, op: "policy-list", h: authHandler(s, policyList)},
+		{method: http.MethodGet, pattern: "/v1/sys/policies/{name}", cap: auth.CapRead, op: "policy-read", h: authHandler(s, policyRead)},
+		{method: http.MethodPut, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: authHandler(s, policyWrite)},
+		{method: http.MethodPost, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: authHandler(s, policyWrite)},
+		{method: http.MethodDelete, pattern: "/v1/sys/policies/{name}", cap: auth.CapDelete, op: "policy-delete", h: authHandler(s, policyDelete)},
 	}
 }
 
@@ -211,63 +211,31 @@ func (s *Server) snapshotRestore(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) policyList(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
-	names, err := svc.Auth.ListPolicies(r.Context())
+func policyList(r *http.Request, a *auth.Service, _ *noBody) (any, error) {
+	names, err := a.ListPolicies(r.Context())
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
-	ok(w, ListResponse{Keys: names})
+	return ListResponse{Keys: names}, nil
 }
 
-func (s *Server) policyRead(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
-	p, err := svc.Auth.ReadPolicy(r.Context(), chi.URLParam(r, "name"))
+func policyRead(r *http.Request, a *auth.Service, _ *noBody) (any, error) {
+	p, err := a.ReadPolicy(r.Context(), chi.URLParam(r, "name"))
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
-	ok(w, PolicyResponse{Name: p.Name, Policy: p.Document})
+	return PolicyResponse{Name: p.Name, Policy: p.Document}, nil
 }
 
-func (s *Server) policyWrite(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
-	var req PolicyRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
+func policyWrite(r *http.Request, a *auth.Service, req *PolicyRequest) (any, error) {
 	if len(req.Policy) == 0 {
-		writeError(w, r, invalid("policy is required"))
-		return
+		return nil, invalid("policy is required")
 	}
-	if err := svc.Auth.WritePolicy(r.Context(), chi.URLParam(r, "name"), req.Policy); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil, a.WritePolicy(r.Context(), chi.URLParam(r, "name"), req.Policy)
 }
 
-func (s *Server) policyDelete(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
-	}
-	if err := svc.Auth.DeletePolicy(r.Context(), chi.URLParam(r, "name")); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+func policyDelete(r *http.Request, a *auth.Service, _ *noBody) (any, error) {
+	return nil, a.DeletePolicy(r.Context(), chi.URLParam(r, "name"))
 }
 
 // RawPolicy is a policy document given as JSON text or as a JSON object.
