@@ -142,12 +142,18 @@ func (f tlsFiles) exist() bool {
 	return err == nil
 }
 
-// write stores a file atomically: temp file, fsync, rename.
+// write stores a file of the TLS directory atomically.
 func (f tlsFiles) write(name string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(f.dir, 0o700); err != nil {
 		return err
 	}
-	tmp := f.path(name + ".tmp")
+	return writeFileAtomic(f.path(name), data, mode)
+}
+
+// writeFileAtomic writes a file through a synced temporary file and a rename,
+// so that a crash leaves the old content or the new, never a part.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
 	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
 	if err != nil {
 		return err
@@ -163,7 +169,7 @@ func (f tlsFiles) write(name string, data []byte, mode os.FileMode) error {
 	if err := out.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, f.path(name))
+	return os.Rename(tmp, path)
 }
 
 // material is the node's loaded TLS state.

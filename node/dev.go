@@ -39,7 +39,7 @@ func (n *Node) devSetup(ctx context.Context) error {
 		}
 		info.RootToken = resp.RootToken
 		env := fmt.Sprintf("export CUSTOS_ADDR=%s\nexport CUSTOS_TOKEN=%s\nexport CUSTOS_CACERT=%s\n", n.APIURL(), resp.RootToken, info.CACertPath)
-		if err := n.files.write("../env", []byte(env), 0o600); err != nil {
+		if err := writeFileAtomic(info.EnvFile, []byte(env), 0o600); err != nil {
 			return err
 		}
 	} else {

@@ -111,12 +111,10 @@ func (s *Store) withTimeout(ctx context.Context) (context.Context, context.Cance
 	return context.WithTimeout(ctx, s.cfg.ApplyTimeout)
 }
 
-// propose replicates c through the leader, wherever it is. Every command
-// carries a request ID, so a retry after a lost answer is applied once.
+// propose replicates c, which its caller has validated, through the leader,
+// wherever it is. Every command carries a request ID, so a retry after a
+// lost answer is applied once.
 func (s *Store) propose(ctx context.Context, c *command) (TxnResult, error) {
-	if err := c.validate(); err != nil {
-		return TxnResult{}, err
-	}
 	c.RequestID = newRequestID()
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
