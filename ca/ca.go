@@ -75,8 +75,10 @@ type Config struct {
 	// reads them again: a rotation made on another node takes effect here
 	// within CacheTTL.
 	CacheTTL time.Duration
-	// URLBase, when set (https://custos.example:8200), puts the OCSP, CA
-	// issuers and CRL URLs of the API into every leaf certificate.
+	// URLBase, when set (http://pki.example.com or
+	// https://custos.example:8200), puts the OCSP, CA issuers and CRL URLs
+	// of the API into every leaf certificate: <URLBase>/v1/ca/ocsp,
+	// /v1/ca/issuer/<issuer ID> and /v1/ca/crl/<issuer ID>.
 	URLBase string
 	// Logger reports what a caller cannot be told, such as a CRL that could
 	// not be remade after a revocation that succeeded.

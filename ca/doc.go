@@ -28,7 +28,10 @@
 // with the issuer's public key before anything is returned (certificates by
 // crypto/x509 itself, which also checks that the signer is the issuer's
 // key; CRLs and OCSP responses here), and every certificate is recorded.
-// Serial numbers are 128 random bits from crypto/rand.
+// Serial numbers are 128 random bits from crypto/rand. With Config.URLBase,
+// every leaf names its issuer's OCSP responder, certificate (caIssuers) and
+// CRL; SetURLs gives certificates built by the step-ca embedding the very
+// same, so no path issues a certificate nothing can check.
 //
 // # Inventory and revocation
 //

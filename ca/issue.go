@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -177,11 +178,7 @@ func (c *CA) issue(ctx context.Context, r *Role, req request, source string) (*I
 	}
 	iss := set.active
 	tmpl.NotAfter = minTime(tmpl.NotAfter, iss.cert.NotAfter)
-	if c.cfg.URLBase != "" {
-		base := strings.TrimSuffix(c.cfg.URLBase, "/")
-		tmpl.OCSPServer = []string{base + "/v1/ca/ocsp"}
-		tmpl.CRLDistributionPoints = []string{base + "/v1/ca/crl/" + iss.id}
-	}
+	c.setURLs(tmpl, iss)
 	cert, err := c.signLeaf(ctx, iss, tmpl, req.pub)
 	if err != nil {
 		return nil, err
@@ -190,6 +187,57 @@ func (c *CA) issue(ctx context.Context, r *Role, req request, source string) (*I
 		return nil, err
 	}
 	return &Issued{Certificate: cert, Chain: slices.Clone(iss.chain), Serial: serialString(cert.SerialNumber)}, nil
+}
+
+// Paths of the CA's public endpoints under Config.URLBase, as package api
+// serves them on the HTTPS API and on the plain-HTTP PKI listener.
+const (
+	ocspPath   = "/v1/ca/ocsp"
+	crlPath    = "/v1/ca/crl/"    // + issuer ID: the issuer's CRL, DER
+	issuerPath = "/v1/ca/issuer/" // + issuer ID: the issuer's certificate, DER
+)
+
+var (
+	oidAuthorityInfoAccess   = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 1}
+	oidCRLDistributionPoints = asn1.ObjectIdentifier{2, 5, 29, 31}
+)
+
+// setURLs is the one place that says where a certificate's relying parties
+// find its revocation status and its issuer: the AIA extension (OCSP and
+// CA issuers) and the CRL distribution point of iss, under
+// Config.URLBase; nothing without a URLBase. Whatever tmpl carried before
+// is replaced, also as ExtraExtensions, which a step renewal copies from
+// the certificate it renews (and which crypto/x509 would prefer).
+func (c *CA) setURLs(tmpl *x509.Certificate, iss *issuer) {
+	tmpl.ExtraExtensions = slices.DeleteFunc(slices.Clone(tmpl.ExtraExtensions), func(e pkix.Extension) bool {
+		return e.Id.Equal(oidAuthorityInfoAccess) || e.Id.Equal(oidCRLDistributionPoints)
+	})
+	tmpl.OCSPServer, tmpl.IssuingCertificateURL, tmpl.CRLDistributionPoints = nil, nil, nil
+	if c.cfg.URLBase == "" {
+		return
+	}
+	base := strings.TrimSuffix(c.cfg.URLBase, "/")
+	tmpl.OCSPServer = []string{base + ocspPath}
+	tmpl.IssuingCertificateURL = []string{base + issuerPath + iss.id}
+	tmpl.CRLDistributionPoints = []string{base + crlPath + iss.id}
+}
+
+// SetURLs sets on a template built elsewhere (the step-ca embedding: ACME,
+// step's /sign, /renew and /rekey) the same AIA and CRL distribution point
+// that REST issuance sets, for the intermediate parent, which must be one
+// of this CA's live issuers.
+func (c *CA) SetURLs(ctx context.Context, tmpl, parent *x509.Certificate) error {
+	set, err := c.issuers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, iss := range set.all {
+		if bytes.Equal(iss.cert.Raw, parent.Raw) {
+			c.setURLs(tmpl, iss)
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: the issuing certificate %q is not an issuer of this CA", ErrInvalid, parent.Subject.CommonName)
 }
 
 // template checks req against the role and returns the certificate to

@@ -8,6 +8,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -297,7 +299,33 @@ func TestURLBase(t *testing.T) {
 	got, err := c.Issue(bg, "web", IssueRequest{CommonName: "a.example.com"})
 	must(t, err)
 	if x := got.Certificate; !slices.Equal(x.OCSPServer, []string{"https://custos.example.com:8200/v1/ca/ocsp"}) ||
+		!slices.Equal(x.IssuingCertificateURL, []string{"https://custos.example.com:8200/v1/ca/issuer/int-1"}) ||
 		!slices.Equal(x.CRLDistributionPoints, []string{"https://custos.example.com:8200/v1/ca/crl/int-1"}) {
-		t.Fatalf("URLs: %v %v", x.OCSPServer, x.CRLDistributionPoints)
+		t.Fatalf("URLs: %v %v %v", x.OCSPServer, x.IssuingCertificateURL, x.CRLDistributionPoints)
+	}
+
+	// SetURLs gives a template built elsewhere the same, for the issuer it
+	// names, replacing what a renewal copied from its predecessor.
+	_, chain, err := c.Issuer(bg)
+	must(t, err)
+	old := &x509.Certificate{
+		OCSPServer: []string{"http://old.example/ocsp"},
+		ExtraExtensions: []pkix.Extension{
+			{Id: oidAuthorityInfoAccess, Value: []byte{0x30, 0x00}},
+			{Id: oidCRLDistributionPoints, Value: []byte{0x30, 0x00}},
+			{Id: asn1.ObjectIdentifier{1, 2, 3}, Value: []byte{0x05, 0x00}},
+		},
+	}
+	must(t, c.SetURLs(bg, old, chain[0]))
+	x := got.Certificate
+	if !slices.Equal(old.OCSPServer, x.OCSPServer) || !slices.Equal(old.IssuingCertificateURL, x.IssuingCertificateURL) ||
+		!slices.Equal(old.CRLDistributionPoints, x.CRLDistributionPoints) {
+		t.Fatalf("SetURLs: %v %v %v", old.OCSPServer, old.IssuingCertificateURL, old.CRLDistributionPoints)
+	}
+	if len(old.ExtraExtensions) != 1 || !old.ExtraExtensions[0].Id.Equal(asn1.ObjectIdentifier{1, 2, 3}) {
+		t.Fatalf("extra extensions left: %v", old.ExtraExtensions)
+	}
+	if err := c.SetURLs(bg, &x509.Certificate{}, chain[1]); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("SetURLs for the root: %v, want ErrInvalid", err)
 	}
 }

@@ -44,27 +44,61 @@ func lintRegistry() (lint.Registry, error) {
 
 // Lint runs zlint over cert with the lints that apply to a private CA (see
 // lintSources) and returns an error matching ErrInvalid that names every
-// lint at error or fatal level. Warnings and notices pass.
+// lint at error or fatal level. Warnings and notices pass here; custos's
+// own templates are tested to raise none (see LintFindings).
 func (c *CA) Lint(cert *x509.Certificate) error {
-	zc, err := zx509.ParseCertificate(cert.Raw)
+	f, err := c.LintFindings(cert)
 	if err != nil {
-		return fmt.Errorf("%w: lint: the certificate does not parse: %v", ErrInvalid, err)
+		return err
 	}
-	rs := zlint.LintCertificateEx(zc, c.lints)
-	if !rs.ErrorsPresent && !rs.FatalsPresent {
+	if len(f.Errors) == 0 {
 		return nil
 	}
-	var failed []string
+	return fmt.Errorf("%w: the certificate fails lints: %s", ErrInvalid, strings.Join(f.Errors, ", "))
+}
+
+// Findings are the lints that did not pass, by level, sorted, each named
+// with its details.
+type Findings struct {
+	Errors   []string // error or fatal
+	Warnings []string
+}
+
+// LintFindings runs the lints of Lint over cert and reports every error
+// and warning.
+func (c *CA) LintFindings(cert *x509.Certificate) (Findings, error) {
+	zc, err := zx509.ParseCertificate(cert.Raw)
+	if err != nil {
+		return Findings{}, fmt.Errorf("%w: lint: the certificate does not parse: %v", ErrInvalid, err)
+	}
+	return findings(zlint.LintCertificateEx(zc, c.lints)), nil
+}
+
+// LintCRLFindings runs the CRL lints of the same sources over a DER CRL.
+func (c *CA) LintCRLFindings(der []byte) (Findings, error) {
+	rl, err := zx509.ParseRevocationList(der)
+	if err != nil {
+		return Findings{}, fmt.Errorf("%w: lint: the CRL does not parse: %v", ErrInvalid, err)
+	}
+	return findings(zlint.LintRevocationListEx(rl, c.lints)), nil
+}
+
+func findings(rs *zlint.ResultSet) Findings {
+	var f Findings
 	for name, r := range rs.Results {
-		if r.Status == lint.Error || r.Status == lint.Fatal {
-			if r.Details != "" {
-				name += " (" + r.Details + ")"
-			}
-			failed = append(failed, name)
+		if r.Details != "" {
+			name += " (" + r.Details + ")"
+		}
+		switch r.Status {
+		case lint.Error, lint.Fatal:
+			f.Errors = append(f.Errors, name)
+		case lint.Warn:
+			f.Warnings = append(f.Warnings, name)
 		}
 	}
-	slices.Sort(failed)
-	return fmt.Errorf("%w: the certificate fails lints: %s", ErrInvalid, strings.Join(failed, ", "))
+	slices.Sort(f.Errors)
+	slices.Sort(f.Warnings)
+	return f
 }
 
 // linter stands in for an issuer while a certificate is linted: a
