@@ -23,13 +23,15 @@ import (
 // authority's X509 enforcers, is skipped by renewals and rekeys; the CAS sees
 // every certificate. It completes the template as SoftCAS and
 // x509util.CreateCertificate would (validity, issuer, serial, key
-// identifiers), lints exactly that, signs it, and checks the signature with
+// identifiers), lets Config.Template add what custos puts in every
+// certificate (AIA, CRL distribution point), lints exactly that, signs it, and checks the signature with
 // the issuer's public key.
 type issuingCAS struct {
-	issuer  func(ctx context.Context) (crypto.Signer, []*x509.Certificate, error)
-	lint    func(context.Context, *x509.Certificate) error
-	clock   kms.Clock
-	timeout time.Duration
+	issuer   func(ctx context.Context) (crypto.Signer, []*x509.Certificate, error)
+	template func(ctx context.Context, tpl, issuer *x509.Certificate) error
+	lint     func(context.Context, *x509.Certificate) error
+	clock    kms.Clock
+	timeout  time.Duration
 }
 
 var (
@@ -107,6 +109,11 @@ func (c *issuingCAS) sign(tpl *x509.Certificate) (*x509.Certificate, []*x509.Cer
 	parent := chain[0]
 	if err := complete(tpl, parent); err != nil {
 		return nil, nil, err
+	}
+	if c.template != nil {
+		if err := c.template(ctx, tpl, parent); err != nil {
+			return nil, nil, fmt.Errorf("stepca: template: %w", err)
+		}
 	}
 	if c.lint != nil {
 		if err := c.lint(ctx, tpl); err != nil {

@@ -55,6 +55,11 @@ type Config struct {
 	Roots func(ctx context.Context) ([]*x509.Certificate, error)
 	// Recorder is told of every certificate issued (required).
 	Recorder Recorder
+	// Template, if set, completes every certificate before it is linted
+	// and signed, on every path, given the issuing certificate: custos sets
+	// its AIA and CRL distribution point there, as its own issuance does. An
+	// error refuses the issuance.
+	Template func(ctx context.Context, tpl, issuer *x509.Certificate) error
 	// Linter, if set, checks every certificate before it is signed (a
 	// complete template: issuer, serial, validity, key in PublicKey,
 	// extensions), on every path; an error refuses the issuance, and ACME

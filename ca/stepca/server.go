@@ -118,7 +118,7 @@ func (s *Server) newAuthority(ctx context.Context) (*authority.Authority, error)
 			},
 		},
 	}
-	cas := &issuingCAS{issuer: cfg.Issuer, lint: cfg.Linter, clock: cfg.Clock, timeout: cfg.StoreTimeout}
+	cas := &issuingCAS{issuer: cfg.Issuer, template: cfg.Template, lint: cfg.Linter, clock: cfg.Clock, timeout: cfg.StoreTimeout}
 	a, err := authority.NewEmbedded(
 		authority.WithConfig(c),
 		authority.WithX509RootCerts(roots...),
