@@ -20,19 +20,13 @@ import (
 	"golang.org/x/crypto/ocsp"
 )
 
-// The certificate authority's endpoints. Roots, chain, CRL and OCSP are
-// public: relying parties fetch them without a token. Certificates and
-// CSRs travel in PEM; durations as Go durations ("72h").
+// The certificate authority's endpoints, besides the public PKI routes
+// (pkiRoutes). Certificates and CSRs travel in PEM; durations as Go
+// durations ("72h").
 func (s *Server) caRoutes() []route {
 	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
 	sudo := auth.CapUpdate | auth.CapSudo
 	return []route{
-		{method: get, pattern: "/v1/ca/roots", public: true, op: "ca-roots", h: s.caRoots},
-		{method: get, pattern: "/v1/ca/chain", public: true, op: "ca-chain", h: s.caChain},
-		{method: get, pattern: "/v1/ca/crl", public: true, op: "ca-crl", h: s.caCRL},
-		{method: get, pattern: "/v1/ca/crl/{issuer}", public: true, op: "ca-crl", h: s.caCRL},
-		{method: get, pattern: "/v1/ca/ocsp/*", public: true, op: "ca-ocsp", h: s.caOCSP},
-		{method: post, pattern: "/v1/ca/ocsp", public: true, op: "ca-ocsp", h: s.caOCSP},
 		{method: post, pattern: "/v1/ca/init", cap: sudo, op: "ca-init", h: caHandler(s, s.caInit)},
 		{method: get, pattern: "/v1/ca/roles", cap: auth.CapList, op: "ca-role-list", h: caHandler(s, s.caRoleList)},
 		{method: get, pattern: "/v1/ca/roles/{name}", cap: auth.CapRead, op: "ca-role-read", h: caHandler(s, s.caRoleRead)},

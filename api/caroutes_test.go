@@ -242,10 +242,11 @@ func caOpenSSLOCSP(t *testing.T, url string, chain []*x509.Certificate, leaf *x5
 	}
 }
 
-// Every CA route but roots, chain, CRL and OCSP needs a token.
+// Every CA route but roots, chain, issuer certificates, CRL and OCSP needs
+// a token.
 func TestCARoutesNeedTokens(t *testing.T) {
 	f := newCAFixture(t)
-	public := map[string]bool{"/v1/ca/roots": true, "/v1/ca/chain": true, "/v1/ca/crl": true, "/v1/ca/crl/{issuer}": true, "/v1/ca/ocsp": true, "/v1/ca/ocsp/*": true}
+	public := map[string]bool{"/v1/ca/roots": true, "/v1/ca/chain": true, "/v1/ca/crl": true, "/v1/ca/crl/{issuer}": true, "/v1/ca/ocsp": true, "/v1/ca/ocsp/*": true, "/v1/ca/issuer/{issuer}": true}
 	n := 0
 	for _, rt := range f.server.Routes() {
 		if !strings.HasPrefix(rt.Pattern, "/v1/ca/") {
@@ -263,7 +264,7 @@ func TestCARoutesNeedTokens(t *testing.T) {
 			t.Errorf("%s %s without a token: %d %s", rt.Method, path, st, raw)
 		}
 	}
-	if n != 21 { // 20 of package ca, and the ACME EAB route
+	if n != 22 { // 21 of package ca, and the ACME EAB route
 		t.Fatalf("%d CA routes", n)
 	}
 }

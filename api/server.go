@@ -155,6 +155,7 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.authRoutes()...)
 	rs = append(rs, s.kmsRoutes()...)
 	rs = append(rs, s.caRoutes()...)
+	rs = append(rs, s.pkiRoutes()...)
 	rs = append(rs, s.acmeRoutes()...)
 	rs = append(rs, s.secretsRoutes()...)
 	rs = append(rs, route{method: http.MethodGet, pattern: "/v1/sys/metrics", cap: auth.CapRead, op: "metrics",
