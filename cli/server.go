@@ -77,6 +77,8 @@ func serverSettings() []serverSetting {
 		{"acme_dns_resolver", "acme-dns-resolver", "DNS server (host:port) for every lookup the ACME validator makes (default: the system's)"},
 		{"acme_http01_port", "acme-http01-port", "port the ACME validator connects to for http-01 (default 80)"},
 		{"acme_tls_alpn01_port", "acme-tls-alpn01-port", "port the ACME validator connects to for tls-alpn-01 (default 443)"},
+		{"pki_http_addr", "pki-http-addr", "plain-HTTP listen address serving only CA roots, chains, issuer certificates, CRLs and OCSP (default: none)"},
+		{"pki_url_base", "pki-url-base", "base of the OCSP, CA issuers and CRL URLs in certificates (default: http://<pki-http-addr>, else https://<api-advertise>)"},
 		{"dev", "dev", "run a one-node dev cluster, initialised and unsealed"},
 		{"log_level", "log-level", "log level: debug, info, warn or error"},
 	}
@@ -188,6 +190,8 @@ func (a *app) nodeConfig(logTo io.Writer) (node.Config, error) {
 	cfg.AuditLog = v.GetString("audit_log")
 	cfg.ACMEBaseURL = v.GetString("acme_base_url")
 	cfg.ACMEResolver = v.GetString("acme_dns_resolver")
+	cfg.PKIHTTPAddr = v.GetString("pki_http_addr")
+	cfg.PKIURLBase = v.GetString("pki_url_base")
 	for key, dst := range map[string]*int{"acme_http01_port": &cfg.ACMEHTTP01Port, "acme_tls_alpn01_port": &cfg.ACMETLSALPN01Port} {
 		if s := v.GetString(key); s != "" {
 			p, err := strconv.Atoi(s)

@@ -177,6 +177,14 @@ func TestServerDefaults(t *testing.T) {
 	}
 }
 
+func TestServerPKIListener(t *testing.T) {
+	t.Setenv("CUSTOS_PKI_URL_BASE", "http://pki.example.com")
+	cfg := serverConfig(t, "--node-id", "n1", "--data-dir", "/d", "--pki-http-addr", "0.0.0.0:8080")
+	if cfg.PKIHTTPAddr != "0.0.0.0:8080" || cfg.PKIURLBase != "http://pki.example.com" {
+		t.Fatalf("PKI listener %q, URL base %q", cfg.PKIHTTPAddr, cfg.PKIURLBase)
+	}
+}
+
 func TestServerDev(t *testing.T) {
 	h := newServerHarness(t)
 	h.node.dev = &node.DevInfo{RootToken: "cst_root", CACertPath: "/d/tls/ca.pem", EnvFile: "/d/env", UnsealKeyFile: "/d/unseal.key"}
@@ -252,6 +260,8 @@ func TestServerErrors(t *testing.T) {
 		{"no data dir", []string{"--node-id", "n1"}, 2, "--data-dir"},
 		{"bad node id", []string{"--node-id", "Not_A_Label", "--data-dir", "/x"}, 2, "node_id"},
 		{"join without token", []string{"--node-id", "n1", "--data-dir", "/x", "--join-addr", "https://a:1"}, 2, "join_token"},
+		{"bad PKI listen address", []string{"--node-id", "n1", "--data-dir", "/x", "--pki-http-addr", "8080"}, 2, "pki_http_addr"},
+		{"bad PKI URL base", []string{"--node-id", "n1", "--data-dir", "/x", "--pki-url-base", "ftp://pki.example"}, 2, "pki_url_base"},
 		{"bad log level", []string{"--node-id", "n1", "--data-dir", "/x", "--log-level", "loud"}, 2, "log level"},
 		{"unknown config key", []string{"--config", writeConfig(t, "c.yaml", "nodeid: n1\n")}, 1, `unknown setting "nodeid"`},
 		{"missing config", []string{"--config", "/no/such/custos.yaml"}, 1, "/no/such/custos.yaml"},

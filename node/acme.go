@@ -55,6 +55,7 @@ func (n *Node) startStep(ctx context.Context, c *ca.CA) (*stepca.Server, error) 
 	}
 	cfg := stepca.DefaultConfig()
 	cfg.Storage, cfg.Issuer, cfg.Roots, cfg.Recorder = n.barrier, c.Issuer, c.Roots, inventory{c}
+	cfg.Template = c.SetURLs
 	cfg.Linter = func(ctx context.Context, t *x509.Certificate) error { return c.LintTemplate(ctx, t, t.PublicKey) }
 	cfg.BaseURL = n.cfg.ACMEBaseURL
 	cfg.DNSResolver = n.cfg.ACMEResolver

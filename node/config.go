@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"regexp"
 	"time"
 )
@@ -52,6 +53,18 @@ type Config struct {
 	ACMETLSALPN01Port int
 	ACMEBaseURL       string
 
+	// PKIHTTPAddr, when set, is the listen address of a plain-HTTP
+	// listener that serves only the CA's public objects: roots, chain,
+	// issuer certificates, CRLs and OCSP (RFC 5280 and 6960 relying parties
+	// fetch them over http). PKIURLBase is the URL certificates point at
+	// for OCSP, CA issuers and the CRL: default http://<PKIHTTPAddr> (with
+	// the APIAdvertise host when PKIHTTPAddr has none), or without a
+	// PKIHTTPAddr https://<APIAdvertise>. In a cluster, set it to a name
+	// that reaches every node (a load balancer): certificates carry the
+	// URLs of the node that issued them.
+	PKIHTTPAddr string
+	PKIURLBase  string
+
 	// Dev runs a one-node cluster that initialises and unseals itself.
 	Dev bool
 
@@ -88,6 +101,24 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("node: %s %q: %v", name, addr, err)
 		}
 	}
+	if c.PKIHTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PKIHTTPAddr); err != nil {
+			return fmt.Errorf("node: pki_http_addr %q: %v", c.PKIHTTPAddr, err)
+		}
+		advertise := c.APIAdvertise
+		if advertise == "" {
+			advertise = c.APIAddr
+		}
+		if c.PKIURLBase == "" && !namesHost(c.PKIHTTPAddr) && !namesHost(advertise) {
+			return fmt.Errorf("node: pki_url_base is required: neither pki_http_addr %q nor the API address %q names a host certificates could point at", c.PKIHTTPAddr, advertise)
+		}
+	}
+	if c.PKIURLBase != "" {
+		u, err := url.Parse(c.PKIURLBase)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("node: pki_url_base %q must be an absolute http or https URL without user, query or fragment", c.PKIURLBase)
+		}
+	}
 	if c.JoinAddr != "" && (c.JoinToken == "" || c.JoinCAFingerprint == "") {
 		return errors.New("node: join_addr needs join_token and join_ca_fingerprint")
 	}
@@ -95,4 +126,15 @@ func (c *Config) Validate() error {
 		return errors.New("node: a dev node cannot join a cluster")
 	}
 	return nil
+}
+
+// namesHost reports whether addr (host:port) names a host other than the
+// unspecified address.
+func namesHost(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsUnspecified()
 }

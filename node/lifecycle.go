@@ -269,7 +269,7 @@ func (n *Node) activate(ctx context.Context) (*api.Services, error) {
 	}
 	ccfg := ca.DefaultConfig()
 	ccfg.Storage, ccfg.KMS, ccfg.IsLeader, ccfg.Logger = n.barrier, k, n.store.IsLeader, n.log
-	ccfg.URLBase = "https://" + n.cfg.APIAdvertise
+	ccfg.URLBase = n.pkiURLBase()
 	authority, err := ca.New(ctx, ccfg)
 	if err != nil {
 		return nil, err

@@ -47,6 +47,8 @@ type Node struct {
 	reg     *prometheus.Registry
 	http    *http.Server
 	ln      net.Listener
+	pkiHTTP *http.Server // plain-HTTP PKI listener, or nil
+	pkiLn   net.Listener
 
 	mu      sync.Mutex
 	svc     *api.Services
@@ -227,7 +229,7 @@ func (n *Node) serveAPI() error {
 			n.log.Error("API server stopped", "error", err)
 		}
 	}()
-	return nil
+	return n.servePKI(srv)
 }
 
 // isNonvoter reports whether this node is a non-voter in the latest
@@ -279,6 +281,7 @@ func (n *Node) Close() error {
 			_ = n.http.Shutdown(ctx)
 			cancel()
 		}
+		n.stopPKI()
 		n.dropServices()
 		if n.barrier != nil {
 			n.barrier.Seal()
