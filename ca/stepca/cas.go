@@ -24,8 +24,8 @@ import (
 // every certificate. It completes the template as SoftCAS and
 // x509util.CreateCertificate would (validity, issuer, serial, key
 // identifiers), lets Config.Template add what custos puts in every
-// certificate (AIA, CRL distribution point), lints exactly that, signs it, and checks the signature with
-// the issuer's public key.
+// certificate (AIA, CRL distribution point), lints exactly that, signs it,
+// and checks the signature with the issuer's public key.
 type issuingCAS struct {
 	issuer   func(ctx context.Context) (crypto.Signer, []*x509.Certificate, error)
 	template func(ctx context.Context, tpl, issuer *x509.Certificate) error
