@@ -59,12 +59,31 @@ func barrierAD(table string, key, mac []byte) []byte {
 	return append(ad, mac...)
 }
 
-// seal encrypts plaintext for (table, key) under the active term.
-func (b *Barrier) seal(table string, key, plaintext []byte) ([]byte, error) {
+// seal encrypts plaintext for (table, key) under the active term, spending
+// one of the encryptions this node reserved under it.
+func (b *Barrier) seal(ctx context.Context, table string, key, plaintext []byte) ([]byte, error) {
+	for range 32 {
+		out, term, err := b.sealOnce(table, key, plaintext)
+		if err != nil || out != nil {
+			return out, err
+		}
+		if err := b.reserve(ctx, term); err != nil {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("%w: barrier: no encryptions left under the keyring term", ErrConflict)
+}
+
+// sealOnce encrypts under the active term if this node has a reserved
+// encryption left; otherwise it returns nil and the term to reserve under.
+func (b *Barrier) sealOnce(table string, key, plaintext []byte) ([]byte, uint32, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if b.sealed {
-		return nil, ErrSealed
+		return nil, 0, ErrSealed
+	}
+	if !b.takeUse(b.kr.active) {
+		return nil, b.kr.active, nil
 	}
 	t := b.kr.terms[b.kr.active]
 	out := make([]byte, barrierPrefix, barrierPrefix+len(plaintext)+tagSize)
@@ -72,7 +91,7 @@ func (b *Barrier) seal(table string, key, plaintext []byte) ([]byte, error) {
 	binary.BigEndian.PutUint32(out[macSize:], b.kr.active)
 	nonce := out[macSize+termSize : barrierPrefix]
 	rand.Read(nonce)
-	return t.aead.Seal(out, nonce, plaintext, barrierAD(table, key, out[:macSize])), nil
+	return t.aead.Seal(out, nonce, plaintext, barrierAD(table, key, out[:macSize])), b.kr.active, nil
 }
 
 // mac returns the CAS mac of plaintext at (table, key).
@@ -165,7 +184,7 @@ func (b *Barrier) Put(ctx context.Context, table string, key, value []byte) erro
 	if err := checkTable(table); err != nil {
 		return err
 	}
-	ct, err := b.seal(table, key, value)
+	ct, err := b.seal(ctx, table, key, value)
 	if err != nil {
 		return err
 	}
@@ -224,7 +243,7 @@ func (b *Barrier) txn(ctx context.Context, ops []raftstore.Op) (raftstore.TxnRes
 		switch op.Kind {
 		case raftstore.OpGet, raftstore.OpDelete:
 		case raftstore.OpPut:
-			e.Value, err = b.seal(op.Table, op.Key, op.Value)
+			e.Value, err = b.seal(ctx, op.Table, op.Key, op.Value)
 		case raftstore.OpCAS:
 			if op.Prefix {
 				return raftstore.TxnResult{}, fmt.Errorf("%w: op %d: prefix compare is not supported through the barrier", ErrInvalid, i)
@@ -234,7 +253,7 @@ func (b *Barrier) txn(ctx context.Context, ops []raftstore.Op) (raftstore.TxnRes
 				e.Old, err = b.mac(op.Table, op.Key, op.Old)
 			}
 			if err == nil && !op.Delete {
-				e.Value, err = b.seal(op.Table, op.Key, op.Value)
+				e.Value, err = b.seal(ctx, op.Table, op.Key, op.Value)
 			}
 		default:
 			return raftstore.TxnResult{}, fmt.Errorf("%w: op %d: unknown kind %d", ErrInvalid, i, op.Kind)

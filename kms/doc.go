@@ -19,6 +19,17 @@
 //     cannot be moved to another key. Rotating the keyring adds a term; values
 //     under older terms still decrypt. A node that reads a value under a term
 //     it does not know re-reads the keyring once (ReloadKeyring).
+//   - No term seals more than RotationConfig.MaxEncryptions values (default
+//     2^30, at most 2^31, far below GCM's 2^32 limit for random nonces): a
+//     node reserves encryptions in blocks (at most 2^16) with a
+//     compare-and-swap that adds the block to the cluster's count for the
+//     term before it uses them, so counts from all nodes add up and the
+//     stored count is an upper bound even when a node stops without notice
+//     (it then wastes at most one block). When a term's count is spent, the
+//     node that needs more rotates the keyring; RotateIfDue also rotates a
+//     term older than RotationConfig.Interval (default 30 days). Before
+//     reserving, a node reloads the keyring, so it follows a rotation made
+//     elsewhere within one block.
 //   - Compare-and-swap compares plaintexts: each stored value starts with
 //     HMAC-SHA256(table, key, plaintext) under a keyring key that never
 //     rotates, and the barrier compares that prefix. An observer of storage

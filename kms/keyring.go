@@ -252,47 +252,66 @@ func (b *Barrier) reloadForTerm(ctx context.Context, n uint32) error {
 // RotateKeyring adds a new term to the keyring and makes it the one new
 // values are encrypted under; values under older terms still decrypt. It
 // returns the new term. Other nodes keep encrypting under the old term until
-// they reload the keyring (they do so on reading a value under the new one).
+// they reload the keyring (they do so on reading a value under the new one,
+// and before reserving more encryptions).
 func (b *Barrier) RotateKeyring(ctx context.Context) (uint32, error) {
+	n, _, err := b.rotateKeyring(ctx, nil)
+	return n, err
+}
+
+// rotateKeyring adds a term to the stored keyring if due (nil: always)
+// says so of it, and installs the result. It returns the active term and
+// whether it rotated.
+func (b *Barrier) rotateKeyring(ctx context.Context, due func(*keyring) bool) (uint32, bool, error) {
 	b.reloadMu.Lock()
 	defer b.reloadMu.Unlock()
 	for range 5 {
 		root, gen, err := b.rootSnapshot()
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		raw, err := b.store.Get(ctx, tableCore, recKeyring)
 		if err != nil {
 			clear(root)
-			return 0, fmt.Errorf("rotate keyring: %w", err)
+			return 0, false, fmt.Errorf("rotate keyring: %w", err)
 		}
 		kr, newRoot, newGen, err := b.decodeKeyring(ctx, raw, root, gen)
 		clear(root)
 		if err != nil {
-			return 0, fmt.Errorf("rotate keyring: %w", err)
+			return 0, false, fmt.Errorf("rotate keyring: %w", err)
+		}
+		if due != nil && !due(kr) {
+			n := kr.active
+			err := b.install(kr, newRoot, newGen)
+			clear(newRoot)
+			return n, false, err
 		}
 		n := kr.maxTerm() + 1
 		if err := kr.addTerm(n, randomKey(), b.clock.Now().UTC()); err != nil {
-			return 0, err
+			kr.zero()
+			clear(newRoot)
+			return 0, false, err
 		}
 		kr.active = n
 		newRaw, err := kr.record(newRoot, newGen)
 		if err != nil {
-			return 0, err
+			kr.zero()
+			clear(newRoot)
+			return 0, false, err
 		}
 		swapped, _, err := b.store.CompareAndSwap(ctx, tableCore, recKeyring, raw, newRaw)
 		if err == nil && swapped {
 			err = b.install(kr, newRoot, newGen)
 			clear(newRoot)
-			return n, err
+			return n, true, err
 		}
 		kr.zero()
 		clear(newRoot)
 		if err != nil {
-			return 0, fmt.Errorf("rotate keyring: %w", err)
+			return 0, false, fmt.Errorf("rotate keyring: %w", err)
 		}
 	}
-	return 0, fmt.Errorf("%w: rotate keyring: keyring kept changing", ErrConflict)
+	return 0, false, fmt.Errorf("%w: rotate keyring: keyring kept changing", ErrConflict)
 }
 
 // keyringOps returns the operation that stores the keyring under newRoot,

@@ -112,6 +112,8 @@ type Barrier struct {
 	progress [][]byte
 
 	reloadMu sync.Mutex // one keyring reload at a time
+	leaseMu  sync.Mutex // one reservation of encryptions at a time
+	lease    atomic.Pointer[lease]
 	hookMu   sync.Mutex
 	onSeal   []func()
 }
@@ -372,6 +374,7 @@ func (b *Barrier) zeroLocked() {
 		clear(s)
 	}
 	b.progress = nil
+	b.lease.Store(nil)
 	b.sealed = true
 	b.isSealed.Store(true)
 }

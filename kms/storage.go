@@ -53,6 +53,8 @@ var (
 	recSeal        = []byte("seal")
 	recKeyring     = []byte("keyring")
 	recRootUpgrade = []byte("root-upgrade")
+	recUsage       = []byte("keyring-usage")
+	recRotation    = []byte("keyring-rotation")
 )
 
 func reserved(table string) bool { return strings.HasPrefix(table, ReservedPrefix) }
