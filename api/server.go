@@ -44,8 +44,18 @@ type Node interface {
 	// matching kms.ErrSealed or ErrNotInitialized.
 	Services() (*Services, error)
 
-	GenerateRoot(ctx context.Context, req GenerateRootRequest) (GenerateRootResponse, error)
-	Rekey(ctx context.Context, req RekeyRequest) (RekeyResponse, error)
+	// Ceremonies (kind: CeremonyGenerateRoot, CeremonyRekey or
+	// CeremonyRotateRoot) run on the node that started them.
+	CeremonyInit(ctx context.Context, kind string, req CeremonyRequest) (CeremonyStatus, error)
+	CeremonyStatus(ctx context.Context, kind string) (CeremonyStatus, error)
+	CeremonyUpdate(ctx context.Context, kind string, req CeremonyRequest) (CeremonyStatus, error)
+	CeremonyCancel(ctx context.Context, kind string, req CeremonyRequest) error
+	// The barrier keyring: its status, a rotation, and when it rotates by
+	// itself.
+	KeyStatus(ctx context.Context) (KeyStatus, error)
+	RotateKeyring(ctx context.Context) (KeyStatus, error)
+	RotationConfig(ctx context.Context) (RotationConfig, error)
+	SetRotationConfig(ctx context.Context, c RotationConfig) (RotationConfig, error)
 	RaftStatus(ctx context.Context) (RaftStatus, error)
 	RemovePeer(ctx context.Context, id string) error
 	StepDown(ctx context.Context) error

@@ -11,28 +11,37 @@ import (
 )
 
 func (s *Server) sysRoutes() []route {
-	return []route{
+	rs := []route{
 		{method: http.MethodGet, pattern: "/v1/sys/health", public: true, op: "health", h: s.health},
 		{method: http.MethodHead, pattern: "/v1/sys/health", public: true, op: "health", h: s.health},
 		{method: http.MethodGet, pattern: "/v1/sys/seal-status", public: true, op: "seal-status", h: s.sealStatus},
 		{method: http.MethodPost, pattern: "/v1/sys/init", public: true, op: "init", h: s.init},
 		{method: http.MethodPost, pattern: "/v1/sys/unseal", public: true, op: "unseal", h: s.unseal},
 		{method: http.MethodPost, pattern: "/v1/sys/cluster/join", public: true, op: "join", h: s.join},
-		{method: http.MethodPost, pattern: "/v1/sys/generate-root", public: true, op: "generate-root", h: s.generateRoot},
 		{method: http.MethodPost, pattern: "/v1/sys/seal", cap: auth.CapUpdate | auth.CapSudo, op: "seal", h: s.seal},
-		{method: http.MethodPost, pattern: "/v1/sys/rekey", cap: auth.CapUpdate | auth.CapSudo, op: "rekey", h: s.rekey},
+		{method: http.MethodGet, pattern: "/v1/sys/key-status", cap: auth.CapRead, op: "key-status", h: s.keyStatus},
+		{method: http.MethodPost, pattern: "/v1/sys/rotate", cap: auth.CapUpdate | auth.CapSudo, op: "rotate", h: s.rotate},
+		{method: http.MethodGet, pattern: "/v1/sys/rotate/config", cap: auth.CapRead, op: "rotate-config-read", h: s.rotationConfig},
+		{method: http.MethodPost, pattern: "/v1/sys/rotate/config", cap: auth.CapUpdate | auth.CapSudo, op: "rotate-config-write", h: s.setRotationConfig},
 		{method: http.MethodPost, pattern: "/v1/sys/join-token", cap: auth.CapCreate | auth.CapSudo, op: "join-token", h: s.joinToken},
 		{method: http.MethodGet, pattern: "/v1/sys/raft/peers", cap: auth.CapRead, op: "raft-peers", h: s.raftPeers},
 		{method: http.MethodPost, pattern: "/v1/sys/raft/remove-peer", cap: auth.CapUpdate | auth.CapSudo, op: "remove-peer", h: s.removePeer},
 		{method: http.MethodPost, pattern: "/v1/sys/raft/step-down", cap: auth.CapUpdate | auth.CapSudo, op: "step-down", h: s.stepDown},
 		{method: http.MethodGet, pattern: "/v1/sys/raft/snapshot", cap: auth.CapRead | auth.CapSudo, op: "snapshot-save", raw: true, h: s.snapshotSave},
 		{method: http.MethodPost, pattern: "/v1/sys/raft/snapshot", cap: auth.CapUpdate | auth.CapSudo, op: "snapshot-restore", raw: true, h: s.snapshotRestore},
+	}
+	// generate-root is public: a quorum of unseal shares is its proof. The
+	// others need sudo as well as the shares.
+	rs = append(rs, s.ceremonyRoutes(CeremonyGenerateRoot, "/v1/sys/generate-root/attempt", "/v1/sys/generate-root/update", true)...)
+	rs = append(rs, s.ceremonyRoutes(CeremonyRekey, "/v1/sys/rekey/init", "/v1/sys/rekey/update", false)...)
+	rs = append(rs, s.ceremonyRoutes(CeremonyRotateRoot, "/v1/sys/rotate-root/init", "/v1/sys/rotate-root/update", false)...)
+	return append(rs, []route{
 		{method: http.MethodGet, pattern: "/v1/sys/policies", cap: auth.CapList, op: "policy-list", h: authHandler(s, policyList)},
 		{method: http.MethodGet, pattern: "/v1/sys/policies/{name}", cap: auth.CapRead, op: "policy-read", h: authHandler(s, policyRead)},
 		{method: http.MethodPut, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: authHandler(s, policyWrite)},
 		{method: http.MethodPost, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: authHandler(s, policyWrite)},
 		{method: http.MethodDelete, pattern: "/v1/sys/policies/{name}", cap: auth.CapDelete, op: "policy-delete", h: authHandler(s, policyDelete)},
-	}
+	}...)
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
@@ -102,34 +111,6 @@ func (s *Server) seal(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) generateRoot(w http.ResponseWriter, r *http.Request) {
-	var req GenerateRootRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	resp, err := s.node.GenerateRoot(r.Context(), req)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	ok(w, resp)
-}
-
-func (s *Server) rekey(w http.ResponseWriter, r *http.Request) {
-	var req RekeyRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	resp, err := s.node.Rekey(r.Context(), req)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	ok(w, resp)
 }
 
 func (s *Server) joinToken(w http.ResponseWriter, r *http.Request) {

@@ -53,36 +53,82 @@ type UnsealRequest struct {
 	Reset bool   `json:"reset"`
 }
 
-// GenerateRootRequest is POST /v1/sys/generate-root: a quorum of unseal
-// shares, one per call, makes a new root token.
-type GenerateRootRequest struct {
-	Key   string `json:"key"`
-	Reset bool   `json:"reset"`
+// Ceremony kinds: each gathers a quorum of unseal shares, one per call,
+// under a nonce that its initiator receives once.
+const (
+	// CeremonyGenerateRoot makes a root token; public, as the shares are the
+	// proof (/v1/sys/generate-root/attempt and /update).
+	CeremonyGenerateRoot = "generate-root"
+	// CeremonyRekey splits a new unseal key into new shares
+	// (/v1/sys/rekey/init and /update).
+	CeremonyRekey = "rekey"
+	// CeremonyRotateRoot replaces the root key (/v1/sys/rotate-root/init
+	// and /update).
+	CeremonyRotateRoot = "rotate-root"
+)
+
+// CeremonyRequest starts (init), continues (update) or cancels a ceremony.
+type CeremonyRequest struct {
+	// Nonce names the ceremony; update and cancel must give it.
+	Nonce string `json:"nonce,omitempty"`
+	// Key is one current unseal share (hex), for update.
+	Key string `json:"key,omitempty"`
+	// OTP, for generate-root init, is the base64 of OTPLength random bytes:
+	// the new root token comes back XOR'd with it.
+	OTP string `json:"otp,omitempty"`
+	// SecretShares and SecretThreshold shape the new split, for rekey init.
+	SecretShares    int `json:"secret_shares,omitempty"`
+	SecretThreshold int `json:"secret_threshold,omitempty"`
+	// Recipients, for rekey init, are age public keys ("age1..."), one per
+	// new share: share i comes back encrypted to recipient i.
+	Recipients []string `json:"recipients,omitempty"`
 }
 
-// GenerateRootResponse reports progress; RootToken is set on completion.
-type GenerateRootResponse struct {
-	Progress  int    `json:"progress"`
-	Required  int    `json:"required"`
-	Complete  bool   `json:"complete"`
-	RootToken string `json:"root_token,omitempty"`
+// CeremonyStatus is where a ceremony stands, and its result once complete.
+// The nonce is in the answer to init only; the result only in the answer
+// to the update that completes the ceremony.
+type CeremonyStatus struct {
+	Kind      string    `json:"kind"`
+	Started   bool      `json:"started"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	Nonce     string    `json:"nonce,omitempty"`
+	Progress  int       `json:"progress"`
+	Required  int       `json:"required"`
+	Complete  bool      `json:"complete"`
+	// OTPLength is the length of the OTP generate-root init needs.
+	OTPLength int `json:"otp_length,omitempty"`
+	// EncodedToken is the new root token XOR'd with the OTP, base64.
+	EncodedToken string `json:"encoded_token,omitempty"`
+	// SecretShares and SecretThreshold are the new split of a rekey.
+	SecretShares    int `json:"secret_shares,omitempty"`
+	SecretThreshold int `json:"secret_threshold,omitempty"`
+	// Keys are the new shares (hex) of a rekey without recipients;
+	// KeysEncrypted the new shares, each armored age ciphertext of the hex
+	// share to the recipient of the same index.
+	Keys          []string `json:"keys,omitempty"`
+	KeysEncrypted []string `json:"keys_encrypted,omitempty"`
+	// RootGeneration is the root key's generation after a rotate-root.
+	RootGeneration uint32 `json:"root_generation,omitempty"`
 }
 
-// RekeyRequest is POST /v1/sys/rekey: shares of the current unseal key, one
-// per call, and the shape of the new split.
-type RekeyRequest struct {
-	Key             string `json:"key"`
-	SecretShares    int    `json:"secret_shares"`
-	SecretThreshold int    `json:"secret_threshold"`
-	Reset           bool   `json:"reset"`
+// KeyStatus is GET /v1/sys/key-status and the answer to POST
+// /v1/sys/rotate: the barrier keyring's active term.
+type KeyStatus struct {
+	Term        uint32    `json:"term"`
+	InstallTime time.Time `json:"install_time"`
+	Age         string    `json:"age"` // Go duration, by the server's clock
+	// Encryptions is the cluster's count under Term: encryptions reserved
+	// by the nodes, an upper bound of those made.
+	Encryptions uint64 `json:"encryptions"`
+	Terms       int    `json:"terms"`
+	RotationConfig
 }
 
-// RekeyResponse reports progress; Keys are the new shares on completion.
-type RekeyResponse struct {
-	Progress int      `json:"progress"`
-	Required int      `json:"required"`
-	Complete bool     `json:"complete"`
-	Keys     []string `json:"keys,omitempty"`
+// RotationConfig is GET and POST /v1/sys/rotate/config: when the keyring
+// rotates by itself.
+type RotationConfig struct {
+	MaxEncryptions uint64 `json:"max_encryptions"`
+	Interval       string `json:"interval"` // Go duration; "0s": never by age
 }
 
 // RaftStatus is GET /v1/sys/raft/peers.

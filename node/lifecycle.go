@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/custos-pki/custos/api"
@@ -293,7 +292,7 @@ func (n *Node) activate(ctx context.Context) (*api.Services, error) {
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	n.stopSvc = cancel
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go func() {
 		defer n.wg.Done()
 		k.Run(bg, func(err error) { n.log.Warn("kms maintenance", "error", err) })
@@ -305,6 +304,10 @@ func (n *Node) activate(ctx context.Context) (*api.Services, error) {
 	go func() {
 		defer n.wg.Done()
 		n.tidyTokens(bg, a)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.maintainBarrier(bg)
 	}()
 	n.svc = &api.Services{KMS: k, Auth: a, Audit: lg, CA: authority, Secrets: sec}
 	if step != nil {
@@ -411,29 +414,6 @@ func (n *Node) tidyTokens(ctx context.Context, a *auth.Service) {
 			}
 		}
 	}
-}
-
-// shareCollector gathers unseal shares over several calls (generate-root,
-// rekey); it is per node, like the unseal progress.
-type shareCollector struct {
-	mu     sync.Mutex
-	shares [][]byte
-}
-
-func (c *shareCollector) add(share []byte) [][]byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.shares = append(c.shares, share)
-	return append([][]byte(nil), c.shares...)
-}
-
-func (c *shareCollector) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, s := range c.shares {
-		clear(s)
-	}
-	c.shares = nil
 }
 
 func (n *Node) registerMetrics() error {

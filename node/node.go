@@ -53,8 +53,7 @@ type Node struct {
 	mu      sync.Mutex
 	svc     *api.Services
 	stopSvc context.CancelFunc
-	genRoot shareCollector
-	rekey   shareCollector
+	cer     ceremonies
 	proxies leaderProxies
 	step    *stepca.Server
 
