@@ -19,6 +19,10 @@ func (a *app) operatorCmd() *cobra.Command {
 		group("join-token", "Make one-time tokens for new nodes to join the cluster", a.joinTokenCreateCmd()),
 		a.generateRootCmd(),
 		a.rekeyCmd(),
+		a.rotateCmd(),
+		a.rotateRootCmd(),
+		a.keyStatusCmd(),
+		a.rotateConfigCmd(),
 		a.raftCmd(),
 	)
 }
@@ -144,92 +148,6 @@ func (a *app) joinTokenCreateCmd() *cobra.Command {
 		}),
 	}
 	cmd.Flags().StringVar(&req.TTL, "ttl", "1h", "how long the token is valid (at most 24h)")
-	return cmd
-}
-
-func (a *app) generateRootCmd() *cobra.Command {
-	var reset bool
-	cmd := &cobra.Command{
-		Use:   "generate-root [SHARE]",
-		Short: "Make a new root token from a quorum of unseal shares",
-		Long: "Make a new root token from a quorum of unseal shares. Without SHARE, shares are read\n" +
-			"one after another until the token is made or the input ends: at a terminal without\n" +
-			"echo (an empty line stops), otherwise one per line from stdin. Progress is kept by\n" +
-			"the server, so each holder can give their share in a separate call.",
-		Args: nargs(0, 1),
-		RunE: a.withClient(func(cmd *cobra.Command, args []string, c *client) error {
-			var resp api.GenerateRootResponse
-			submit := func(share string) (shareProgress, error) {
-				err := c.call(cmd.Context(), http.MethodPost, "/v1/sys/generate-root", api.GenerateRootRequest{Key: share, Reset: reset}, &resp)
-				return shareProgress{resp.Progress, resp.Required, resp.Complete}, err
-			}
-			if reset {
-				if len(args) > 0 {
-					return usagef("--reset takes no share")
-				}
-				if _, err := submit(""); err != nil {
-					return err
-				}
-			} else if err := collectShares(cmd, args, "Unseal share", submit); err != nil {
-				return err
-			}
-			return a.out(cmd).print(resp, func(t *table) {
-				if resp.Complete {
-					t.kv("Root token", resp.RootToken)
-					return
-				}
-				t.kv("Progress", fmt.Sprintf("%d/%d", resp.Progress, resp.Required))
-			})
-		}),
-	}
-	cmd.Flags().BoolVar(&reset, "reset", false, "discard the shares given so far")
-	return cmd
-}
-
-func (a *app) rekeyCmd() *cobra.Command {
-	var req api.RekeyRequest
-	cmd := &cobra.Command{
-		Use:   "rekey [SHARE]",
-		Short: "Split a new unseal key into new shares, given a quorum of the current ones",
-		Long: "Replace the unseal key and its shares. Give a quorum of the current shares as\n" +
-			"generate-root takes them; on completion the new shares are shown, once, and the old\n" +
-			"ones stop working.",
-		Args: nargs(0, 1),
-		RunE: a.withClient(func(cmd *cobra.Command, args []string, c *client) error {
-			var resp api.RekeyResponse
-			submit := func(share string) (shareProgress, error) {
-				r := req
-				r.Key = share
-				err := c.call(cmd.Context(), http.MethodPost, "/v1/sys/rekey", r, &resp)
-				return shareProgress{resp.Progress, resp.Required, resp.Complete}, err
-			}
-			if req.Reset {
-				if len(args) > 0 {
-					return usagef("--reset takes no share")
-				}
-				if _, err := submit(""); err != nil {
-					return err
-				}
-			} else if err := collectShares(cmd, args, "Current unseal share", submit); err != nil {
-				return err
-			}
-			return a.out(cmd).print(resp, func(t *table) {
-				if !resp.Complete {
-					t.kv("Progress", fmt.Sprintf("%d/%d", resp.Progress, resp.Required))
-					return
-				}
-				for i, k := range resp.Keys {
-					t.kv(fmt.Sprintf("Unseal share %d", i+1), k)
-				}
-				t.text("")
-				t.text("The unseal key is replaced; the old shares no longer work. These are shown only now.")
-			})
-		}),
-	}
-	f := cmd.Flags()
-	f.IntVar(&req.SecretShares, "key-shares", 5, "number of new unseal shares")
-	f.IntVar(&req.SecretThreshold, "key-threshold", 3, "number of new shares that unseal a node")
-	f.BoolVar(&req.Reset, "reset", false, "discard the shares given so far")
 	return cmd
 }
 

@@ -245,52 +245,6 @@ func TestUnseal(t *testing.T) {
 	})
 }
 
-func TestGenerateRoot(t *testing.T) {
-	f := newFakeAPI(t)
-	n := 0
-	f.on("POST /v1/sys/generate-root", func(recorded) (int, any) {
-		n++
-		resp := api.GenerateRootResponse{Progress: n, Required: 2, Complete: n == 2}
-		if resp.Complete {
-			resp.RootToken = "new-root"
-		}
-		return http.StatusOK, resp
-	})
-	r := f.run("k1\nk2\n", "operator", "generate-root").wantCode(t, 0)
-	if r.stdout != "Root token  new-root\n" {
-		t.Fatalf("stdout %q", r.stdout)
-	}
-
-	n = 0
-	r = f.run("", "-o", "json", "operator", "generate-root", "k1").wantCode(t, 0)
-	var resp api.GenerateRootResponse
-	if err := json.Unmarshal([]byte(r.stdout), &resp); err != nil || resp.Complete || resp.Progress != 1 {
-		t.Fatalf("%v %+v", err, resp)
-	}
-}
-
-func TestRekey(t *testing.T) {
-	f := newFakeAPI(t)
-	n := 0
-	f.on("POST /v1/sys/rekey", func(recorded) (int, any) {
-		n++
-		resp := api.RekeyResponse{Progress: n, Required: 2, Complete: n == 2}
-		if resp.Complete {
-			resp.Keys = []string{"new-1", "new-2", "new-3"}
-		}
-		return http.StatusOK, resp
-	})
-	r := f.run("old-1\nold-2\n", "operator", "rekey", "--key-shares", "3", "--key-threshold", "2").wantCode(t, 0)
-	var req api.RekeyRequest
-	f.requests("POST /v1/sys/rekey")[1].decode(t, &req)
-	if req != (api.RekeyRequest{Key: "old-2", SecretShares: 3, SecretThreshold: 2}) {
-		t.Fatalf("request %+v", req)
-	}
-	if !strings.Contains(r.stdout, "Unseal share 3  new-3") || strings.Contains(r.stdout, "old-") {
-		t.Fatalf("stdout:\n%s", r.stdout)
-	}
-}
-
 func TestSealAndJoinToken(t *testing.T) {
 	f := newFakeAPI(t)
 	f.reply("POST /v1/sys/seal", http.StatusNoContent, nil)
