@@ -80,6 +80,9 @@ type KMS struct {
 	gen     atomic.Uint64 // bumped by Invalidate and seal: loads started before do not cache
 
 	usage sync.Map // usageKey -> *usage
+
+	removeHook func()
+	closed     atomic.Bool
 }
 
 // New returns a key manager over an (initialised or not) barrier.
@@ -91,7 +94,7 @@ func New(b *Barrier, cfg Config) (*KMS, error) {
 		return nil, err
 	}
 	k := &KMS{b: b, cfg: cfg, clock: cfg.Clock, cache: map[string]*entry{}}
-	b.addSealHook(k.onSeal)
+	k.removeHook = b.addSealHook(k.onSeal)
 	return k, nil
 }
 
@@ -159,11 +162,23 @@ func (k *KMS) Invalidate(name string) {
 	delete(k.cache, name)
 }
 
-// begin starts an operation that uses key material: it fails if sealed,
-// and otherwise holds opMu until end.
+// Close unregisters the key manager from its barrier and drops its cached
+// keys; every later operation fails with ErrSealed. Call it when the key
+// manager is replaced (on seal, or an unseal that is undone), so the
+// barrier does not keep it alive.
+func (k *KMS) Close() {
+	if k.closed.Swap(true) {
+		return
+	}
+	k.removeHook()
+	k.onSeal()
+}
+
+// begin starts an operation that uses key material: it fails if sealed or
+// closed, and otherwise holds opMu until end.
 func (k *KMS) begin() error {
 	k.opMu.RLock()
-	if k.b.Sealed() {
+	if k.closed.Load() || k.b.Sealed() {
 		k.opMu.RUnlock()
 		return ErrSealed
 	}

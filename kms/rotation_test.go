@@ -181,3 +181,37 @@ func TestManualRotationReachesOtherNodesBeforeTheyCountMore(t *testing.T) {
 		t.Fatalf("peer kept sealing under the old term: %v", got)
 	}
 }
+
+// TestCloseRemovesSealHook: a key manager that is replaced leaves nothing
+// registered with the barrier, and refuses work.
+func TestCloseRemovesSealHook(t *testing.T) {
+	n := newNode(t)
+	hooks := func() int {
+		n.b.hookMu.Lock()
+		defer n.b.hookMu.Unlock()
+		return len(n.b.onSeal)
+	}
+	before := hooks()
+	for range 3 {
+		k, err := New(n.b, DefaultConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.Close()
+		k.Close()
+		if _, err := k.CreateKey(bg, "after-close", KeyOptions{}); !errors.Is(err, ErrSealed) {
+			t.Fatalf("CreateKey on a closed key manager: %v", err)
+		}
+	}
+	if got := hooks(); got != before {
+		t.Fatalf("%d seal hooks after three key managers came and went, want %d", got, before)
+	}
+	// The remaining key manager still hears the seal.
+	if _, err := n.k.CreateKey(bg, "k", KeyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.b.Seal()
+	if _, err := n.k.Key(bg, "k"); !errors.Is(err, ErrSealed) {
+		t.Fatalf("after seal: %v", err)
+	}
+}

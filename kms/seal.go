@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,7 +116,8 @@ type Barrier struct {
 	leaseMu  sync.Mutex // one reservation of encryptions at a time
 	lease    atomic.Pointer[lease]
 	hookMu   sync.Mutex
-	onSeal   []func()
+	onSeal   []sealHook
+	hookSeq  uint64
 }
 
 // NewBarrier returns a sealed barrier over store. clock may be nil (wall
@@ -356,10 +358,10 @@ func (b *Barrier) Seal() {
 
 func (b *Barrier) runSealHooks() {
 	b.hookMu.Lock()
-	hooks := append([]func(){}, b.onSeal...)
+	hooks := append([]sealHook{}, b.onSeal...)
 	b.hookMu.Unlock()
 	for _, h := range hooks {
-		h()
+		h.f()
 	}
 }
 
@@ -379,11 +381,23 @@ func (b *Barrier) zeroLocked() {
 	b.isSealed.Store(true)
 }
 
-// addSealHook registers f to run after every Seal.
-func (b *Barrier) addSealHook(f func()) {
+type sealHook struct {
+	id uint64
+	f  func()
+}
+
+// addSealHook registers f to run after every Seal, until remove is called.
+func (b *Barrier) addSealHook(f func()) (remove func()) {
 	b.hookMu.Lock()
 	defer b.hookMu.Unlock()
-	b.onSeal = append(b.onSeal, f)
+	b.hookSeq++
+	id := b.hookSeq
+	b.onSeal = append(b.onSeal, sealHook{id, f})
+	return func() {
+		b.hookMu.Lock()
+		defer b.hookMu.Unlock()
+		b.onSeal = slices.DeleteFunc(b.onSeal, func(h sealHook) bool { return h.id == id })
+	}
 }
 
 // GenerateKeyFile writes a new unseal key file: 32 random bytes, mode 0600.

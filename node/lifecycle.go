@@ -12,6 +12,7 @@ import (
 	"github.com/custos-pki/custos/audit"
 	"github.com/custos-pki/custos/auth"
 	"github.com/custos-pki/custos/ca"
+	"github.com/custos-pki/custos/ca/stepca"
 	"github.com/custos-pki/custos/kms"
 	"github.com/custos-pki/custos/raftstore"
 	"github.com/custos-pki/custos/secrets"
@@ -244,52 +245,110 @@ func (n *Node) Services() (*api.Services, error) {
 	return nil, kms.ErrSealed
 }
 
+// activation is one attempt to build an unsealed node's services. A step
+// that holds something (a seal hook, the ACME server, the audit file, a key
+// in memory) registers how to let it go; when a step fails, activate undoes
+// the steps before it, newest first, and the node stays as it was.
+type activation struct {
+	k         *kms.KMS
+	auth      *auth.Service
+	auditKey  []byte
+	authority *ca.CA
+	step      *stepca.Server
+	secrets   *secrets.Store
+	audit     *audit.Logger
+	undo      []func()
+}
+
+func (a *activation) onUndo(f func()) { a.undo = append(a.undo, f) }
+
+func (a *activation) rollback() {
+	for i := len(a.undo) - 1; i >= 0; i-- {
+		a.undo[i]()
+	}
+	a.undo = nil
+}
+
+// activationStep is one step of an activation.
+type activationStep struct {
+	name string
+	run  func(ctx context.Context, a *activation) error
+}
+
+// activationSteps are the steps that build the services, in order.
+func (n *Node) activationSteps() []activationStep {
+	return []activationStep{
+		{"key manager", func(_ context.Context, a *activation) (err error) {
+			if a.k, err = kms.New(n.barrier, kms.DefaultConfig()); err == nil {
+				a.onUndo(a.k.Close)
+			}
+			return err
+		}},
+		{"auth", func(ctx context.Context, a *activation) (err error) {
+			a.auth, err = auth.New(ctx, auth.Config{Storage: n.barrier, Clock: nil, DefaultTTL: auth.DefaultConfig().DefaultTTL, MaxTTL: auth.DefaultConfig().MaxTTL})
+			return err
+		}},
+		{"audit key", func(ctx context.Context, a *activation) (err error) {
+			if a.auditKey, err = n.auditKey(ctx); err == nil {
+				a.onUndo(func() { clear(a.auditKey) })
+			}
+			return err
+		}},
+		{"API URL", func(ctx context.Context, _ *activation) error { return n.publishAPIURL(ctx) }},
+		{"certificate authority", func(ctx context.Context, a *activation) (err error) {
+			ccfg := ca.DefaultConfig()
+			ccfg.Storage, ccfg.KMS, ccfg.IsLeader, ccfg.Logger = n.barrier, a.k, n.store.IsLeader, n.log
+			ccfg.URLBase = n.pkiURLBase()
+			a.authority, err = ca.New(ctx, ccfg)
+			return err
+		}},
+		{"ACME", func(ctx context.Context, a *activation) (err error) {
+			if a.step, err = n.startStep(ctx, a.authority); err == nil && a.step != nil {
+				step := a.step
+				a.onUndo(func() { step.Close() })
+			}
+			return err
+		}},
+		{"secrets", func(ctx context.Context, a *activation) (err error) {
+			scfg := secrets.DefaultConfig()
+			scfg.Storage, scfg.Keys = n.barrier, a.k
+			a.secrets, err = secrets.New(ctx, scfg)
+			return err
+		}},
+		{"audit log", func(_ context.Context, a *activation) (err error) {
+			acfg := audit.DefaultConfig()
+			acfg.Path, acfg.HMACKey = n.cfg.AuditLog, a.auditKey
+			if a.audit, err = audit.Open(acfg); err == nil {
+				lg := a.audit
+				a.onUndo(func() { lg.Close() })
+			}
+			return err
+		}},
+	}
+}
+
 // activate builds the services of a freshly unsealed node.
 func (n *Node) activate(ctx context.Context) (*api.Services, error) {
+	return n.activateWith(ctx, n.activationSteps())
+}
+
+// activateWith runs steps and, when all succeed, starts the background
+// work and publishes the services; when one fails it undoes the others.
+func (n *Node) activateWith(ctx context.Context, steps []activationStep) (*api.Services, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.svc != nil {
 		return n.svc, nil
 	}
-	k, err := kms.New(n.barrier, kms.DefaultConfig())
-	if err != nil {
-		return nil, err
+	a := &activation{}
+	for _, s := range steps {
+		if err := s.run(ctx, a); err != nil {
+			a.rollback()
+			return nil, fmt.Errorf("activate: %s: %w", s.name, err)
+		}
 	}
-	a, err := auth.New(ctx, auth.Config{Storage: n.barrier, Clock: nil, DefaultTTL: auth.DefaultConfig().DefaultTTL, MaxTTL: auth.DefaultConfig().MaxTTL})
-	if err != nil {
-		return nil, err
-	}
-	key, err := n.auditKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.publishAPIURL(ctx); err != nil {
-		return nil, err
-	}
-	ccfg := ca.DefaultConfig()
-	ccfg.Storage, ccfg.KMS, ccfg.IsLeader, ccfg.Logger = n.barrier, k, n.store.IsLeader, n.log
-	ccfg.URLBase = n.pkiURLBase()
-	authority, err := ca.New(ctx, ccfg)
-	if err != nil {
-		return nil, err
-	}
-	step, err := n.startStep(ctx, authority)
-	if err != nil {
-		return nil, err
-	}
-	scfg := secrets.DefaultConfig()
-	scfg.Storage, scfg.Keys = n.barrier, k
-	sec, err := secrets.New(ctx, scfg)
-	if err != nil {
-		return nil, err
-	}
-	acfg := audit.DefaultConfig()
-	acfg.Path, acfg.HMACKey = n.cfg.AuditLog, key
-	lg, err := audit.Open(acfg)
-	clear(key)
-	if err != nil {
-		return nil, err
-	}
+	clear(a.auditKey) // the audit logger keeps its own copy
+	k, authority, step := a.k, a.authority, a.step
 	bg, cancel := context.WithCancel(context.Background())
 	n.stopSvc = cancel
 	n.wg.Add(4)
@@ -303,13 +362,13 @@ func (n *Node) activate(ctx context.Context) (*api.Services, error) {
 	}()
 	go func() {
 		defer n.wg.Done()
-		n.tidyTokens(bg, a)
+		n.tidyTokens(bg, a.auth)
 	}()
 	go func() {
 		defer n.wg.Done()
 		n.maintainBarrier(bg)
 	}()
-	n.svc = &api.Services{KMS: k, Auth: a, Audit: lg, CA: authority, Secrets: sec}
+	n.svc = &api.Services{KMS: k, Auth: a.auth, Audit: a.audit, CA: authority, Secrets: a.secrets}
 	if step != nil {
 		n.svc.Step, n.svc.ACME = step.Handler(), step
 		n.step = step
@@ -341,6 +400,7 @@ func (n *Node) dropServices() {
 		}
 		cancel()
 		n.svc.Audit.Close()
+		n.svc.KMS.Close() // else the barrier keeps its seal hook for ever
 		n.svc = nil
 	}
 }
