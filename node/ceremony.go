@@ -37,7 +37,7 @@ import (
 //     one started by someone else, for the public generate-root) does not
 //     block the next for ever.
 //   - A wrong set of shares ends the round: progress starts again under
-//     the same nonce.
+//     the same nonce. Sealing the node ends every ceremony.
 
 // ceremonyIdle is how long a ceremony lives without a new share.
 const ceremonyIdle = time.Hour
@@ -73,6 +73,17 @@ func (c *ceremonies) activeLocked(kind string, now time.Time) *ceremony {
 		return nil
 	}
 	return cer
+}
+
+// reset ends every ceremony and wipes its shares: a sealed node holds no
+// secret.
+func (c *ceremonies) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for kind, cer := range c.cur {
+		cer.wipe()
+		delete(c.cur, kind)
+	}
 }
 
 func (cer *ceremony) wipe() {

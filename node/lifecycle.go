@@ -224,6 +224,7 @@ func (n *Node) Seal(context.Context) error {
 }
 
 func (n *Node) seal() {
+	n.cer.reset()
 	n.dropServices()
 	n.barrier.Seal()
 }
