@@ -61,6 +61,15 @@ type ceremony struct {
 type ceremonies struct {
 	mu  sync.Mutex
 	cur map[string]*ceremony
+	now func() time.Time // nil: the wall clock
+}
+
+// clock tells the time; c.mu must be held.
+func (c *ceremonies) clock() time.Time {
+	if c.now != nil {
+		return c.now().UTC()
+	}
+	return time.Now().UTC()
 }
 
 // activeLocked returns the ceremony of kind in progress, dropping one
@@ -184,11 +193,10 @@ func (n *Node) CeremonyInit(ctx context.Context, kind string, req api.CeremonyRe
 	}
 	var b [16]byte
 	rand.Read(b[:])
-	now := time.Now().UTC()
-	cer.nonce, cer.started, cer.touched = hex.EncodeToString(b[:]), now, now
-
 	n.cer.mu.Lock()
 	defer n.cer.mu.Unlock()
+	now := n.cer.clock()
+	cer.nonce, cer.started, cer.touched = hex.EncodeToString(b[:]), now, now
 	if n.cer.activeLocked(kind, now) != nil {
 		cer.wipe()
 		return api.CeremonyStatus{}, fmt.Errorf("%w: a %s ceremony is already in progress: finish it, or cancel it with its nonce", kms.ErrConflict, kind)
@@ -224,7 +232,7 @@ func (n *Node) CeremonyStatus(ctx context.Context, kind string) (api.CeremonySta
 	}
 	n.cer.mu.Lock()
 	defer n.cer.mu.Unlock()
-	if cer := n.cer.activeLocked(kind, time.Now()); cer != nil {
+	if cer := n.cer.activeLocked(kind, n.cer.clock()); cer != nil {
 		return cer.status(st.Threshold), nil
 	}
 	out := api.CeremonyStatus{Kind: kind, Required: st.Threshold}
@@ -252,7 +260,7 @@ func (n *Node) CeremonyCancel(_ context.Context, kind string, req api.CeremonyRe
 
 // lookupLocked returns the ceremony of kind if nonce names it.
 func (c *ceremonies) lookupLocked(kind, nonce string) (*ceremony, error) {
-	cer := c.activeLocked(kind, time.Now())
+	cer := c.activeLocked(kind, c.clock())
 	if cer == nil {
 		return nil, fmt.Errorf("%w: no %s ceremony in progress", kms.ErrNotFound, kind)
 	}
@@ -294,7 +302,7 @@ func (n *Node) CeremonyUpdate(ctx context.Context, kind string, req api.Ceremony
 		}
 	}
 	cer.shares = append(cer.shares, share)
-	cer.touched = time.Now().UTC()
+	cer.touched = n.cer.clock()
 	out := cer.status(st.Threshold)
 	if len(cer.shares) < st.Threshold {
 		n.cer.mu.Unlock()

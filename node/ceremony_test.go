@@ -12,7 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"filippo.io/age"
 	"filippo.io/age/armor"
@@ -312,3 +314,75 @@ func TestBarrierRotationOverTheAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleCeremonyEnds: a ceremony whose nonce was lost, or that someone
+// else started, blocks the next one for an hour at most.
+func TestIdleCeremonyEnds(t *testing.T) {
+	tc := newTestCluster(t, 1)
+	n := tc.nodes[0]
+	var fake atomic.Int64
+	fake.Store(time.Now().UnixNano())
+	advance := func(d time.Duration) { fake.Add(int64(d)) }
+	n.cer.mu.Lock()
+	n.cer.now = func() time.Time { return time.Unix(0, fake.Load()) }
+	n.cer.mu.Unlock()
+	c := newClient(t, n, tc.caFile)
+	var st api.CeremonyStatus
+	c.must("POST", "/v1/sys/generate-root/attempt", api.CeremonyRequest{OTP: newOTP(t)}, &st)
+	nonce := st.Nonce
+	advance(ceremonyIdle - time.Minute)
+	c.must("POST", "/v1/sys/generate-root/update", api.CeremonyRequest{Nonce: nonce, Key: tc.keys[0]}, &st)
+	advance(ceremonyIdle - time.Minute) // a share keeps it alive
+	status, code := c.do("POST", "/v1/sys/generate-root/attempt", api.CeremonyRequest{OTP: newOTP(t)}, nil)
+	wantStatus(t, "init while one is alive", status, code, http.StatusConflict, api.CodeConflict)
+	advance(2 * time.Minute)
+	c.must("POST", "/v1/sys/generate-root/attempt", api.CeremonyRequest{OTP: newOTP(t)}, &st)
+	if st.Nonce == nonce || st.Progress != 0 {
+		t.Fatalf("new ceremony: %+v", st)
+	}
+	status, code = c.do("POST", "/v1/sys/generate-root/update", api.CeremonyRequest{Nonce: nonce, Key: tc.keys[1]}, nil)
+	wantStatus(t, "the old nonce", status, code, http.StatusForbidden, api.CodePermissionDenied)
+}
+
+// TestBarrierRotationAcrossNodes: a rotation made through one node is the
+// term every node seals under, and the use count of a term adds up what
+// every node reserved.
+func TestBarrierRotationAcrossNodes(t *testing.T) {
+	tc := newTestCluster(t, 3)
+	clients := make([]*client, 3)
+	for i, n := range tc.nodes {
+		clients[i] = newClient(t, n, tc.caFile)
+		clients[i].token = tc.root
+	}
+	var ks api.KeyStatus
+	clients[1].must("POST", "/v1/sys/rotate", nil, &ks)
+	if ks.Term != 2 {
+		t.Fatalf("rotate through node 2: %+v", ks)
+	}
+	// Every node follows the rotation when it reloads the keyring (key-status
+	// does, and every node does it each minute).
+	for i := range clients {
+		ks = api.KeyStatus{}
+		clients[i].must("GET", "/v1/sys/key-status", nil, &ks)
+		if ks.Term != 2 || ks.Terms != 2 {
+			t.Fatalf("node %d key status: %+v", i+1, ks)
+		}
+	}
+	var tr api.TokenResponse
+	for i := range clients {
+		clients[i].must("POST", "/v1/auth/token/create", api.TokenCreateRequest{Policies: []string{"default"}, TTL: "1h"}, &tr)
+	}
+	for i := range clients {
+		ks = api.KeyStatus{}
+		clients[i].must("GET", "/v1/sys/key-status", nil, &ks)
+		// Each node that sealed under term 2 reserved its own block, and
+		// the count is their sum.
+		if ks.Encryptions < 3*maxBlock() {
+			t.Fatalf("node %d: %d encryptions counted under term 2, want at least %d", i+1, ks.Encryptions, 3*maxBlock())
+		}
+	}
+}
+
+// maxBlock is how many encryptions a node reserves at a time under the
+// default rotation config.
+func maxBlock() uint64 { return 1 << 16 }
