@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -84,6 +85,17 @@ type Config struct {
 	TLSALPN01Port int
 	// ValidationTimeout bounds one challenge validation.
 	ValidationTimeout time.Duration
+	// ValidatorDeny are address ranges the validator does not connect to,
+	// besides AlwaysDenied (link-local and unspecified), for http-01 (after
+	// every lookup and redirect) and tls-alpn-01, DNS names and IP
+	// identifiers alike. Other addresses, internal ones included, are
+	// allowed: internal services are what a private CA certifies.
+	ValidatorDeny []netip.Prefix
+	// ListenAddrs are this node's listen addresses (API, cluster, any
+	// other), which the validator does not connect to; one on an
+	// unspecified address (0.0.0.0, ::) stands for every address of the
+	// host on its port.
+	ListenAddrs []netip.AddrPort
 
 	// ACMEProvisioner names the ACME provisioner: /acme/<name>/directory.
 	ACMEProvisioner string
@@ -163,6 +175,16 @@ func (c Config) Validate() error {
 		return bad("StoreTimeout", "must be positive")
 	case c.Clock == nil:
 		return bad("Clock", "is nil")
+	}
+	for _, p := range c.ValidatorDeny {
+		if !p.IsValid() {
+			return bad("ValidatorDeny", "holds an invalid prefix")
+		}
+	}
+	for _, a := range c.ListenAddrs {
+		if !a.IsValid() {
+			return bad("ListenAddrs", "holds an invalid address")
+		}
 	}
 	if c.BaseURL != "" {
 		if _, err := parseBaseURL(c.BaseURL); err != nil {

@@ -10,7 +10,21 @@
 //     behind crypto.Signer), after the linter passed the exact template, and
 //     is recorded before it is handed out, whatever path it took;
 //   - the ACME validator sends every DNS query to the configured resolver
-//     and connects to the configured challenge ports;
+//     and connects to the configured challenge ports only: http-01 follows
+//     at most 10 redirects, to http or https on port 80 or 443 (mapped to
+//     the configured ports) or a configured port, and reads at most 4 KiB of
+//     a response; step-ca sees a body that is not a key authorisation only
+//     as a short escaped prefix, so it is never echoed or logged whole;
+//   - the validator never connects to a denied address: link-local
+//     (169.254.0.0/16 with the cloud metadata service, fe80::/10) and
+//     unspecified addresses always, this node's own listeners, and the
+//     ranges in Config.ValidatorDeny. Each address is checked as it is
+//     dialled, after every lookup and redirect, for http-01 and tls-alpn-01,
+//     DNS names and IP identifiers alike, so DNS rebinding gains nothing.
+//     Other addresses, loopback and private ranges included, are allowed:
+//     the services a private CA certifies live there. A refused connection
+//     leaves the challenge pending with a connection error, as step-ca does
+//     for any connection failure;
 //   - ACME nonces cost no storage write and verify on any node;
 //   - an account's ACME requests run one at a time on the serving node, so
 //     concurrent orders do not fail on step-ca's compare-and-swap writes;

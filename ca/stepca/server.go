@@ -67,7 +67,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.acmeDB = &acmeDB{DB: adb, nonces: newNonces(key, cfg.NonceLifetime, cfg.Clock)}
-	s.client = newValidator(cfg.DNSResolver, cfg.HTTP01Port, cfg.TLSALPN01Port, cfg.ValidationTimeout)
+	s.client = newValidator(cfg)
 	s.linker = acme.NewLinker("", "/acme")
 	if s.auth, err = s.newAuthority(ctx); err != nil {
 		return nil, err
