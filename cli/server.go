@@ -79,6 +79,7 @@ func serverSettings() []serverSetting {
 		{"acme_tls_alpn01_port", "acme-tls-alpn01-port", "port the ACME validator connects to for tls-alpn-01 (default 443)"},
 		{"pki_http_addr", "pki-http-addr", "plain-HTTP listen address serving only CA roots, chains, issuer certificates, CRLs and OCSP (default: none)"},
 		{"pki_url_base", "pki-url-base", "base of the OCSP, CA issuers and CRL URLs in certificates (default: http://<pki-http-addr>, else https://<api-advertise>)"},
+		{"acme_validator_deny", "acme-validator-deny", "address range (CIDR or IP) the ACME validator must not connect to, besides link-local, unspecified and this node's own addresses (repeatable)"},
 		{"dev", "dev", "run a one-node dev cluster, initialised and unsealed"},
 		{"log_level", "log-level", "log level: debug, info, warn or error"},
 	}
@@ -117,7 +118,7 @@ func (a *app) serverCmd() *cobra.Command {
 	a.bind(f, "config", "config", "CUSTOS_CONFIG")
 	for _, s := range serverSettings() {
 		switch s.key {
-		case "api_hosts":
+		case "api_hosts", "acme_validator_deny":
 			f.StringArray(s.flag, nil, s.usage)
 		case "dev":
 			f.Bool(s.flag, false, s.usage)
@@ -176,13 +177,7 @@ func (a *app) nodeConfig(logTo io.Writer) (node.Config, error) {
 	}
 	cfg.APIAdvertise = v.GetString("api_advertise")
 	cfg.ClusterAdvertise = v.GetString("cluster_advertise")
-	for _, h := range v.GetStringSlice("api_hosts") {
-		for _, p := range strings.Split(h, ",") {
-			if p = strings.TrimSpace(p); p != "" && !slices.Contains(cfg.APIHosts, p) {
-				cfg.APIHosts = append(cfg.APIHosts, p)
-			}
-		}
-	}
+	cfg.APIHosts = listSetting(v.GetStringSlice("api_hosts"))
 	cfg.JoinAddr = v.GetString("join_addr")
 	cfg.JoinToken = v.GetString("join_token")
 	cfg.JoinCAFingerprint = v.GetString("join_ca_fingerprint")
@@ -192,6 +187,7 @@ func (a *app) nodeConfig(logTo io.Writer) (node.Config, error) {
 	cfg.ACMEResolver = v.GetString("acme_dns_resolver")
 	cfg.PKIHTTPAddr = v.GetString("pki_http_addr")
 	cfg.PKIURLBase = v.GetString("pki_url_base")
+	cfg.ACMEValidatorDeny = listSetting(v.GetStringSlice("acme_validator_deny"))
 	for key, dst := range map[string]*int{"acme_http01_port": &cfg.ACMEHTTP01Port, "acme_tls_alpn01_port": &cfg.ACMETLSALPN01Port} {
 		if s := v.GetString(key); s != "" {
 			p, err := strconv.Atoi(s)
@@ -230,6 +226,20 @@ func (a *app) nodeConfig(logTo io.Writer) (node.Config, error) {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: level}))
 	return cfg, nil
+}
+
+// listSetting flattens a repeatable setting: each value may hold several,
+// comma-separated; blanks and repeats are dropped.
+func listSetting(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" && !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 // serve starts the node and runs it until SIGINT or SIGTERM; SIGHUP

@@ -164,6 +164,22 @@ join_ca_fingerprint: abcd
 	}
 }
 
+// TestServerValidatorDeny: --acme-validator-deny repeats, takes lists, and
+// a value that is not a range is a usage error naming the setting.
+func TestServerValidatorDeny(t *testing.T) {
+	cfg := serverConfig(t, "--node-id", "n1", "--data-dir", "/d",
+		"--acme-validator-deny", "10.0.0.0/8", "--acme-validator-deny", "127.0.0.1, fd00::/8")
+	if want := []string{"10.0.0.0/8", "127.0.0.1", "fd00::/8"}; !reflect.DeepEqual(cfg.ACMEValidatorDeny, want) {
+		t.Fatalf("deny %q, want %q", cfg.ACMEValidatorDeny, want)
+	}
+	h := newServerHarness(t)
+	r := runCLI(t, h.deps(), "", "server", "--node-id", "n1", "--data-dir", "/d", "--acme-validator-deny", "10.0.0.0/33")
+	r.wantCode(t, 2)
+	if !strings.Contains(r.stderr, "acme_validator_deny") {
+		t.Errorf("error does not name the setting:\n%s", r.stderr)
+	}
+}
+
 func TestServerDefaults(t *testing.T) {
 	cfg := serverConfig(t, "--node-id", "n1", "--data-dir", "/var/lib/custos")
 	def := node.DefaultConfig()

@@ -65,6 +65,8 @@ func (n *Node) startStep(ctx context.Context, c *ca.CA) (*stepca.Server, error) 
 	if n.cfg.ACMETLSALPN01Port != 0 {
 		cfg.TLSALPN01Port = n.cfg.ACMETLSALPN01Port
 	}
+	cfg.ValidatorDeny, _ = n.cfg.validatorDeny() // checked by Validate at start
+	cfg.ListenAddrs = n.cfg.ownAddrs(ctx, n.boundAddrs()...)
 	cfg.JWKProvisioner, cfg.JWKPassword = "custos", pw
 	return stepca.New(ctx, cfg)
 }

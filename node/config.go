@@ -1,13 +1,16 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
+	"strconv"
 	"time"
 )
 
@@ -52,6 +55,12 @@ type Config struct {
 	ACMEHTTP01Port    int
 	ACMETLSALPN01Port int
 	ACMEBaseURL       string
+	// ACMEValidatorDeny are address ranges (CIDR, or one IP address) the
+	// ACME validator does not connect to, besides link-local and
+	// unspecified addresses and this node's own listen addresses, which it
+	// never connects to. Other addresses, internal ones included, are
+	// allowed.
+	ACMEValidatorDeny []string
 
 	// PKIHTTPAddr, when set, is the listen address of a plain-HTTP
 	// listener that serves only the CA's public objects: roots, chain,
@@ -119,6 +128,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("node: pki_url_base %q must be an absolute http or https URL without user, query or fragment", c.PKIURLBase)
 		}
 	}
+	if _, err := c.validatorDeny(); err != nil {
+		return err
+	}
 	if c.JoinAddr != "" && (c.JoinToken == "" || c.JoinCAFingerprint == "") {
 		return errors.New("node: join_addr needs join_token and join_ca_fingerprint")
 	}
@@ -137,4 +149,64 @@ func namesHost(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip == nil || !ip.IsUnspecified()
+}
+
+// validatorDeny parses ACMEValidatorDeny.
+func (c *Config) validatorDeny() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.ACMEValidatorDeny {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			ip, ierr := netip.ParseAddr(s)
+			if ierr != nil || ip.Zone() != "" {
+				return nil, fmt.Errorf("node: acme_validator_deny %q: not a CIDR range or an IP address", s)
+			}
+			p = netip.PrefixFrom(ip, ip.BitLen())
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// boundAddrs are the addresses the node's listeners are bound to.
+func (n *Node) boundAddrs() []string {
+	var out []string
+	for _, l := range []net.Listener{n.ln, n.pkiLn} {
+		if l != nil {
+			out = append(out, l.Addr().String())
+		}
+	}
+	return out
+}
+
+// ownAddrs are the addresses the node listens and is reached on (the
+// configured ones and the bound ones given), which the ACME validator must
+// not connect to: an empty host is the unspecified address, and a name is
+// resolved now, as far as it resolves.
+func (c *Config) ownAddrs(ctx context.Context, bound ...string) []netip.AddrPort {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var out []netip.AddrPort
+	for _, a := range append([]string{c.APIAddr, c.ClusterAddr, c.APIAdvertise, c.ClusterAdvertise, c.PKIHTTPAddr}, bound...) {
+		host, ps, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		port, err := strconv.ParseUint(ps, 10, 16)
+		if err != nil {
+			continue
+		}
+		var ips []netip.Addr
+		if host == "" {
+			ips = []netip.Addr{netip.IPv6Unspecified()}
+		} else if ip, err := netip.ParseAddr(host); err == nil {
+			ips = []netip.Addr{ip}
+		} else {
+			ips, _ = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}
+		for _, ip := range ips {
+			out = append(out, netip.AddrPortFrom(ip.Unmap(), uint16(port)))
+		}
+	}
+	return out
 }
