@@ -47,6 +47,7 @@ type testStack struct {
 	client    *http.Client
 	root      string
 	store     *raftstore.Store
+	barrier   *kms.Barrier
 	kms       *kms.KMS
 	auth      *auth.Service
 	ca        *ca.CA
@@ -87,7 +88,7 @@ func newTestStack(t *testing.T, opts stackOptions) *testStack {
 	al, err := audit.Open(lcfg)
 	must(err)
 	t.Cleanup(func() { al.Close() })
-	s := &testStack{root: root, store: store, kms: k, auth: as, auditPath: lcfg.Path}
+	s := &testStack{root: root, store: store, barrier: b, kms: k, auth: as, auditPath: lcfg.Path}
 	if opts.withCA {
 		ccfg := ca.DefaultConfig()
 		ccfg.Storage, ccfg.KMS, ccfg.IsLeader = b, k, store.IsLeader

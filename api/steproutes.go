@@ -1,7 +1,10 @@
 package api
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 
@@ -63,7 +66,8 @@ var stepPaths = []string{
 
 // mountStep routes step-ca's paths. ACME runs on the leader: a follower
 // forwards the request there, so that one node orders each account's
-// requests and owns its nonces. step's API is served on any node.
+// requests and owns its nonces. step's API is served on any node. Every
+// body is capped (stepBody) before anything else happens.
 func (s *Server) mountStep() {
 	for _, p := range stepPaths {
 		pattern := p
@@ -77,7 +81,15 @@ func (s *Server) mountStep() {
 	}
 }
 
+// stepMaxBody caps the body of a request to step-ca's paths (or the API's
+// limit, if lower): an ACME JWS or a step request (a token and a CSR) is a
+// few KiB. It matches step-ca's own cap on ACME bodies.
+const stepMaxBody = 64 << 10
+
 func (s *Server) serveStep(w http.ResponseWriter, r *http.Request, acme bool) {
+	if !s.stepBody(w, r, acme) {
+		return
+	}
 	svc, ok := s.services(w, r)
 	if !ok {
 		return
@@ -106,4 +118,49 @@ func (s *Server) serveStep(w http.ResponseWriter, r *http.Request, acme bool) {
 		}
 	}
 	svc.Step.ServeHTTP(w, r)
+}
+
+// stepBody reads the body of a request to step-ca's paths, up to the limit,
+// before it is forwarded, audited or seen by step-ca. It refuses a larger
+// one with 413 (body_too_large), or for ACME with the malformed problem
+// step-ca itself sends, and reports whether the request may go on.
+func (s *Server) stepBody(w http.ResponseWriter, r *http.Request, acme bool) bool {
+	limit := min(s.maxBody, stepMaxBody)
+	var e *Error
+	if r.ContentLength > limit {
+		e = Errorf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "request body is over the limit of %d bytes", limit)
+	} else if body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit)); err != nil {
+		if e = decodeError(err); e.Code != CodeBodyTooLarge {
+			e = invalid("cannot read the request body")
+		}
+	} else {
+		r.Body, r.ContentLength = http.NoBody, 0
+		if len(body) > 0 {
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		}
+		return true
+	}
+	if acme {
+		writeACMEProblem(w, r, e)
+	} else {
+		writeError(w, r, e)
+	}
+	return false
+}
+
+// writeACMEProblem answers an ACME request refused before step-ca saw it
+// with an RFC 8555 problem document: malformed for a request at fault,
+// serverInternal otherwise.
+func writeACMEProblem(w http.ResponseWriter, r *http.Request, e *Error) {
+	typ, status := "serverInternal", http.StatusInternalServerError
+	if e.Status < 500 {
+		typ, status = "malformed", http.StatusBadRequest
+	}
+	if rs := reqState(r.Context()); rs != nil {
+		rs.errCode = e.Code
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"type": "urn:ietf:params:acme:error:" + typ, "detail": e.Message})
 }
