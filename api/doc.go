@@ -11,6 +11,10 @@
 //     translated to a status and a code in one place (errors.go).
 //   - Request bodies are size-limited and decoded strictly: unknown fields,
 //     trailing data and wrong types are refused before anything changes.
+//     Bodies to step-ca's paths (ACME, step's API) are capped at 64 KiB
+//     before they are forwarded to the leader or reach step-ca: 413, or the
+//     ACME malformed problem under /acme/. Snapshot restores are streamed,
+//     bounded by raftstore's backup size limit.
 //   - Every authenticated request is written to the audit log before it is
 //     acted on, and its response after; if the audit log cannot be written
 //     the request fails. Secrets are HMAC'd in the log, never plain.
