@@ -91,6 +91,7 @@ func TestBodyLimitEveryPrefix(t *testing.T) {
 		{"POST", "/v1/auth/token/create", false},
 		{"POST", "/v1/ca/acme/eab", false},
 		{"POST", "/v1/kms/keys/big", false},
+		{"POST", "/v1/ca/ocsp", false},
 	}
 	for _, tc := range cases {
 		for _, chunked := range []bool{false, true} {
