@@ -15,6 +15,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 )
 
 var keyUsages = map[string]x509.KeyUsage{
@@ -62,26 +63,47 @@ func checkLabels(name string, star bool) error {
 
 func checkDNSPattern(p string) error { return checkLabels(p, true) }
 
-// matchDomain reports whether the role entry pattern allows name.
-func (r *Role) matchDomain(pattern, name string) bool {
-	pl, nl := strings.Split(pattern, "."), strings.Split(name, ".")
+// domainRule is one DNS name pattern, the single matcher behind roles and
+// NamePolicy: pattern labels are matched one to one against the last labels
+// of a name, each with path.Match ('*' matches within one label); sub allows
+// names with more labels in front (names below a match), bare allows a name
+// with exactly the pattern's labels.
+type domainRule struct {
+	pattern   string
+	sub, bare bool
+}
+
+// match reports whether the rule allows name. With covering, a leading "*"
+// label of name stands for any label: the rule then matches when it
+// matches any name the wildcard name covers (what a deny list must see).
+func (d domainRule) match(name string, covering bool) bool {
+	pl, nl := strings.Split(d.pattern, "."), strings.Split(name, ".")
 	extra := len(nl) - len(pl)
 	if extra < 0 {
 		return false
 	}
 	for i, p := range pl {
-		if ok, _ := path.Match(p, nl[extra+i]); !ok {
+		l := nl[extra+i]
+		if covering && extra+i == 0 && l == "*" {
+			continue
+		}
+		if ok, _ := path.Match(p, l); !ok {
 			return false
 		}
 	}
 	switch {
 	case extra > 0:
-		return r.AllowSubdomains
-	case strings.Contains(pattern, "*"):
+		return d.sub
+	case strings.Contains(d.pattern, "*"):
 		return true
 	default:
-		return r.AllowBareDomains || !r.AllowSubdomains
+		return d.bare
 	}
+}
+
+// matchDomain reports whether the role entry pattern allows name.
+func (r *Role) matchDomain(pattern, name string) bool {
+	return domainRule{pattern: pattern, sub: r.AllowSubdomains, bare: r.AllowBareDomains || !r.AllowSubdomains}.match(name, false)
 }
 
 // allowDNS checks a DNS name of a request and returns it in lower case.
@@ -157,12 +179,32 @@ func (r *Role) allowURI(u *url.URL) error {
 
 // allowKey checks a public key against the role.
 func (r *Role) allowKey(pub crypto.PublicKey) error {
+	if err := checkKeyType(pub, r.AllowedKeyTypes, r.MinRSABits); err != nil {
+		return fmt.Errorf("%w (role %q)", err, r.Name)
+	}
+	return nil
+}
+
+// KeyTypeNames are the key type names roles and ACME provisioners allow.
+func KeyTypeNames() []string { return slices.Clone(roleKeyTypes) }
+
+// CheckKeyType returns an error matching ErrInvalid unless pub is of one of
+// the allowed key types (see KeyTypeNames) and, for RSA, of 2048 to 8192
+// bits. Empty allowed takes the default: all but ecdsa-p521.
+func CheckKeyType(pub crypto.PublicKey, allowed []string) error {
+	if len(allowed) == 0 {
+		allowed = defaultKeyTypes
+	}
+	return checkKeyType(pub, allowed, 2048)
+}
+
+func checkKeyType(pub crypto.PublicKey, allowed []string, minRSABits int) error {
 	var t string
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
 		bits := k.N.BitLen()
-		if bits < max(r.MinRSABits, 2048) || bits > 8192 {
-			return fmt.Errorf("%w: RSA key of %d bits: role %q needs %d to 8192", ErrInvalid, bits, r.Name, max(r.MinRSABits, 2048))
+		if bits < max(minRSABits, 2048) || bits > 8192 {
+			return fmt.Errorf("%w: RSA key of %d bits: %d to 8192 are allowed", ErrInvalid, bits, max(minRSABits, 2048))
 		}
 		t = "rsa"
 	case *ecdsa.PublicKey:
@@ -181,8 +223,8 @@ func (r *Role) allowKey(pub crypto.PublicKey) error {
 	default:
 		return fmt.Errorf("%w: public key type %T is not supported", ErrInvalid, pub)
 	}
-	if !slices.Contains(r.AllowedKeyTypes, t) {
-		return fmt.Errorf("%w: key type %s is not allowed by role %q (allowed: %s)", ErrInvalid, t, r.Name, strings.Join(r.AllowedKeyTypes, ", "))
+	if !slices.Contains(allowed, t) {
+		return fmt.Errorf("%w: key type %s is not allowed (allowed: %s)", ErrInvalid, t, strings.Join(allowed, ", "))
 	}
 	return nil
 }
@@ -214,4 +256,192 @@ func (r *Role) usages(pub crypto.PublicKey) (x509.KeyUsage, []x509.ExtKeyUsage) 
 		add(extKeyUsages[u])
 	}
 	return ku, eku
+}
+
+// CheckDNSName returns nil if the role allows name (a DNS name, or a
+// wildcard name such as *.example.com) in a certificate, else an error
+// matching ErrInvalid.
+func (r *Role) CheckDNSName(name string) error {
+	_, err := r.allowDNS(name)
+	return err
+}
+
+// CheckIP returns nil if the role allows ip in a certificate.
+func (r *Role) CheckIP(ip net.IP) error { return r.allowIP(ip) }
+
+// CheckKey returns nil if the role allows the public key.
+func (r *Role) CheckKey(pub crypto.PublicKey) error { return r.allowKey(pub) }
+
+// CheckCertificate returns nil if the role, as it stands, would issue a
+// certificate with cert's names (DNS names, IP addresses, URIs and common
+// name) and extended key usages for pub, of the given lifetime: what a
+// renewal or rekey of cert must pass.
+func (r *Role) CheckCertificate(cert *x509.Certificate, pub crypto.PublicKey, lifetime time.Duration) error {
+	if err := r.allowKey(pub); err != nil {
+		return err
+	}
+	if lifetime > r.MaxTTL {
+		return fmt.Errorf("%w: lifetime %v is over the maximum %v of role %q", ErrInvalid, lifetime, r.MaxTTL, r.Name)
+	}
+	if len(cert.EmailAddresses) > 0 {
+		return fmt.Errorf("%w: email SANs are not supported", ErrInvalid)
+	}
+	for _, d := range cert.DNSNames {
+		if _, err := r.allowDNS(d); err != nil {
+			return err
+		}
+	}
+	for _, ip := range cert.IPAddresses {
+		if err := r.allowIP(ip); err != nil {
+			return err
+		}
+	}
+	for _, u := range cert.URIs {
+		if err := r.allowURI(u); err != nil {
+			return err
+		}
+	}
+	if _, err := r.checkCommonName(cert.Subject.CommonName, cert.IPAddresses, cert.URIs); err != nil {
+		return err
+	}
+	_, eku := r.usages(pub)
+	for _, u := range cert.ExtKeyUsage {
+		if !slices.Contains(eku, u) {
+			return fmt.Errorf("%w: extended key usage %d is no longer allowed by role %q", ErrInvalid, u, r.Name)
+		}
+	}
+	return nil
+}
+
+// NamePolicy is a list of names a certificate may and may not hold, for
+// ACME provisioners. It matches with the same code as roles. An entry is
+//   - an exact DNS name: "host.example.com";
+//   - "*." and a name: any one label in front of it ("*.example.com" allows
+//     a.example.com, not a.b.example.com nor example.com);
+//   - "." and a name: every name below it, at any depth (".example.com"
+//     allows a.b.example.com, not example.com);
+//   - an IP address or a CIDR: "192.0.2.7", "10.0.0.0/8", "2001:db8::/32".
+//
+// A name must match an Allowed entry (an empty Allowed allows every name)
+// and no Denied entry: deny wins. A wildcard name (*.example.com) also
+// needs AllowWildcards, is allowed like a name whose first label is '*'
+// (by "*.example.com" or ".example.com"), and is denied when a Denied
+// entry matches any name it covers. Names are compared in lower case.
+type NamePolicy struct {
+	Allowed        []string
+	Denied         []string
+	AllowWildcards bool
+}
+
+// nameEntry is a parsed NamePolicy entry: a DNS rule or an IP prefix.
+type nameEntry struct {
+	dns    domainRule
+	prefix netip.Prefix
+	isIP   bool
+}
+
+func parseNameEntry(s string) (nameEntry, error) {
+	if strings.ContainsAny(s, ":/") || net.ParseIP(s) != nil {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return nameEntry{}, fmt.Errorf("%w: name entry %q: not an IP address or CIDR", ErrInvalid, s)
+		}
+		return nameEntry{prefix: p, isIP: true}, nil
+	}
+	e := nameEntry{dns: domainRule{pattern: strings.ToLower(s), bare: true}}
+	name := e.dns.pattern
+	switch {
+	case strings.HasPrefix(name, "*."):
+		name = name[2:]
+	case strings.HasPrefix(name, "."):
+		name = name[1:]
+		e.dns = domainRule{pattern: name, sub: true}
+	}
+	if err := checkLabels(name, false); err != nil || strings.Contains(name, "*") {
+		return nameEntry{}, fmt.Errorf("%w: name entry %q: want a DNS name, *.name, .name, an IP address or a CIDR", ErrInvalid, s)
+	}
+	return e, nil
+}
+
+// Normalize checks every entry and returns the policy with its entries in
+// canonical form (lower case, CIDRs masked); errors match ErrInvalid and
+// name the entry.
+func (p NamePolicy) Normalize() (NamePolicy, error) {
+	out := NamePolicy{AllowWildcards: p.AllowWildcards}
+	norm := func(list []string) ([]string, error) {
+		var o []string
+		for _, s := range list {
+			e, err := parseNameEntry(s)
+			if err != nil {
+				return nil, err
+			}
+			v := e.prefix.String()
+			if !e.isIP {
+				v = strings.ToLower(s)
+			}
+			if !slices.Contains(o, v) {
+				o = append(o, v)
+			}
+		}
+		return o, nil
+	}
+	var err error
+	if out.Allowed, err = norm(p.Allowed); err != nil {
+		return NamePolicy{}, err
+	}
+	if out.Denied, err = norm(p.Denied); err != nil {
+		return NamePolicy{}, err
+	}
+	return out, nil
+}
+
+// CheckDNSName returns nil if the policy allows name, else an error
+// matching ErrInvalid that says why.
+func (p NamePolicy) CheckDNSName(name string) error {
+	n := strings.ToLower(name)
+	if err := checkLabels(n, false); err != nil {
+		return fmt.Errorf("%w: DNS name %q: %v", ErrInvalid, name, err)
+	}
+	wild := strings.HasPrefix(n, "*.")
+	if wild && !p.AllowWildcards {
+		return fmt.Errorf("%w: wildcard name %q is not allowed", ErrInvalid, name)
+	}
+	for _, s := range p.Denied {
+		if e, err := parseNameEntry(s); err != nil || !e.isIP && e.dns.match(n, true) {
+			return fmt.Errorf("%w: DNS name %q is denied", ErrInvalid, name)
+		}
+	}
+	if len(p.Allowed) == 0 {
+		return nil
+	}
+	for _, s := range p.Allowed {
+		if e, err := parseNameEntry(s); err == nil && !e.isIP && e.dns.match(n, false) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: DNS name %q is not allowed", ErrInvalid, name)
+}
+
+// CheckIP returns nil if the policy allows ip, else an error matching
+// ErrInvalid.
+func (p NamePolicy) CheckIP(ip net.IP) error {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return fmt.Errorf("%w: malformed IP address", ErrInvalid)
+	}
+	a = a.Unmap()
+	for _, s := range p.Denied {
+		if e, err := parseNameEntry(s); err != nil || e.isIP && e.prefix.Contains(a) {
+			return fmt.Errorf("%w: IP address %s is denied", ErrInvalid, a)
+		}
+	}
+	if len(p.Allowed) == 0 {
+		return nil
+	}
+	for _, s := range p.Allowed {
+		if e, err := parseNameEntry(s); err == nil && e.isIP && e.prefix.Contains(a) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: IP address %s is not allowed", ErrInvalid, a)
 }

@@ -275,11 +275,11 @@ func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 func TestEAB(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.RequireEAB = true })
 	ctx := context.Background()
-	k, err := e.srv.CreateEABKey(ctx, "team-a")
+	k, err := e.srv.CreateEABKey(ctx, "", "team-a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.srv.CreateEABKey(ctx, "team-a"); err == nil {
+	if _, err := e.srv.CreateEABKey(ctx, "", "team-a"); err == nil {
 		t.Error("a second key with the same reference")
 	}
 	newClient := func() *acme.Client {

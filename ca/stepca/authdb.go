@@ -2,6 +2,7 @@ package stepca
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"fmt"
 	"math/big"
@@ -26,6 +27,9 @@ type authDB struct {
 	*db.DB
 	rec     Recorder
 	timeout time.Duration
+	// renewCheck decides a renewal again when it is stored, whatever path
+	// it took (the Server checks it before signing too).
+	renewCheck func(ctx context.Context, old *x509.Certificate, pub crypto.PublicKey) error
 }
 
 // Step's authority stores a certificate through the first of these it finds.
@@ -70,16 +74,32 @@ func (a *authDB) StoreCertificateChain(p provisioner.Interface, chain ...*x509.C
 }
 
 // StoreRenewedCertificate records a renewal or rekey (step's /renew and
-// /rekey), under the provisioner of the certificate renewed.
+// /rekey), under the source and role of the certificate renewed as the
+// Recorder knows them (else under its step provisioner), once the renewal
+// passed the policy that issued the old certificate.
 func (a *authDB) StoreRenewedCertificate(old *x509.Certificate, chain ...*x509.Certificate) error {
 	if len(chain) == 0 {
 		return fmt.Errorf("stepca: store certificate: empty chain")
 	}
-	role := ""
+	ctx, cancel := a.ctx()
+	defer cancel()
+	if a.renewCheck != nil {
+		if err := a.renewCheck(ctx, old, chain[0].PublicKey); err != nil {
+			return err
+		}
+	}
+	source, role := SourceStep, ""
 	if data, err := a.GetCertificateData(old.SerialNumber.String()); err == nil && data.Provisioner != nil {
 		role = data.Provisioner.Name
 	}
-	if err := a.record(chain[0], SourceStep, role); err != nil {
+	if ot, ok := a.rec.(OriginTeller); ok {
+		o, err := ot.Origin(ctx, old.SerialNumber)
+		if err != nil {
+			return fmt.Errorf("stepca: origin of %s: %w", old.SerialNumber, err)
+		}
+		source, role = o.Source, o.Role
+	}
+	if err := a.record(chain[0], source, role); err != nil {
 		return err
 	}
 	return a.DB.StoreRenewedCertificate(old, chain...)

@@ -32,6 +32,9 @@ type issuingCAS struct {
 	lint     func(context.Context, *x509.Certificate) error
 	clock    kms.Clock
 	timeout  time.Duration
+	// check, if set, refuses a new certificate against the policy of the
+	// provisioner that asked for it, before anything is signed.
+	check func(context.Context, *casapi.CreateCertificateRequest) error
 }
 
 var (
@@ -46,6 +49,14 @@ func (c *issuingCAS) Type() casapi.Type { return casapi.SoftCAS }
 func (c *issuingCAS) CreateCertificate(req *casapi.CreateCertificateRequest) (*casapi.CreateCertificateResponse, error) {
 	if req.Template == nil || req.Lifetime <= 0 {
 		return nil, errors.New("stepca: create certificate: template and lifetime are required")
+	}
+	if c.check != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		err := c.check(ctx, req)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
 	}
 	now := c.clock.Now()
 	if req.Template.NotBefore.IsZero() {

@@ -11,19 +11,24 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/custos-pki/custos/ca"
 	"github.com/custos-pki/custos/kms"
 )
 
 // Sources of a recorded certificate: the path it was issued through.
 const (
 	SourceACME = "acme" // an ACME order, finalized
-	SourceStep = "step" // step's API: a JWK provisioner token, or a renewal
+	SourceStep = "step" // step's API: a JWK provisioner token
+	SourceREST = "rest" // custos' REST API, under a role (not step-ca)
 )
 
 // Recorder is told of every certificate step-ca issues, on every path (ACME
 // finalize, step's /sign, /renew and /rekey), after it is signed and before
-// it is handed out. role is the step provisioner's name. An error fails the
-// request, so a certificate that was not recorded is never delivered.
+// it is handed out. role is the step provisioner's name; a renewal is
+// recorded under the source and role of the certificate renewed (when the
+// Recorder is an OriginTeller), so the policy that issued a certificate
+// follows it through its renewals. An error fails the request, so a
+// certificate that was not recorded is never delivered.
 type Recorder interface {
 	Record(ctx context.Context, cert *x509.Certificate, source, role string) error
 }
@@ -41,6 +46,31 @@ type RevocationRecorder interface {
 // custos can be neither renewed nor revoked twice.
 type RevocationChecker interface {
 	IsRevoked(ctx context.Context, serial *big.Int) (bool, error)
+}
+
+// Origin is what custos' inventory knows of a certificate it issued.
+type Origin struct {
+	Source  string // SourceACME, SourceStep or SourceREST
+	Role    string // the ACME provisioner, step provisioner or REST role
+	Revoked bool
+}
+
+// ErrNotRecorded is what an OriginTeller returns for a certificate it does
+// not know.
+var ErrNotRecorded = errors.New("stepca: certificate not recorded")
+
+// OriginTeller is an optional ability of a Recorder: it tells where a
+// certificate came from. Step's /renew and /rekey check a certificate
+// against the policy that issued it, as that policy stands now; without an
+// OriginTeller they refuse every certificate.
+type OriginTeller interface {
+	Origin(ctx context.Context, serial *big.Int) (Origin, error)
+}
+
+// RoleReader reads the REST roles of custos' CA (*ca.CA is one): a
+// provisioner's role and a REST certificate's renewal are checked with it.
+type RoleReader interface {
+	ReadRole(ctx context.Context, name string) (ca.Role, error)
 }
 
 // Config is what New needs. Start from DefaultConfig.
@@ -61,6 +91,9 @@ type Config struct {
 	// its AIA and CRL distribution point there, as its own issuance does. An
 	// error refuses the issuance.
 	Template func(ctx context.Context, tpl, issuer *x509.Certificate) error
+	// Roles reads REST roles; nil: provisioners cannot name a role and
+	// REST certificates cannot be renewed through step's API.
+	Roles RoleReader
 	// Linter, if set, checks every certificate before it is signed (a
 	// complete template: issuer, serial, validity, key in PublicKey,
 	// extensions), on every path; an error refuses the issuance, and ACME
@@ -97,9 +130,12 @@ type Config struct {
 	// host on its port.
 	ListenAddrs []netip.AddrPort
 
-	// ACMEProvisioner names the ACME provisioner: /acme/<name>/directory.
+	// ACMEProvisioner names the default ACME provisioner
+	// (/acme/<name>/directory), made open (any name, wildcards) at the
+	// first start of the cluster; after that it is managed as any other.
 	ACMEProvisioner string
-	// RequireEAB makes ACME accounts need an external account binding.
+	// RequireEAB makes the default provisioner, when it is made, require an
+	// external account binding.
 	RequireEAB bool
 	// JWKProvisioner names a JWK provisioner for the step CLI; empty: none.
 	// Its key is made on first start, stored through Storage encrypted under

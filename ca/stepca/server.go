@@ -7,16 +7,20 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sync"
+	"sync/atomic"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/smallstep/certificates/acme"
 	acmeapi "github.com/smallstep/certificates/acme/api"
 	acmenosql "github.com/smallstep/certificates/acme/db/nosql"
 	stepapi "github.com/smallstep/certificates/api"
+	"github.com/smallstep/certificates/api/render"
 	"github.com/smallstep/certificates/authority"
 	"github.com/smallstep/certificates/authority/config"
 	"github.com/smallstep/certificates/authority/provisioner"
 	stepdb "github.com/smallstep/certificates/db"
+	"github.com/smallstep/certificates/errs"
 )
 
 // Server is step-ca embedded: its authority over custos storage and the
@@ -25,8 +29,12 @@ type Server struct {
 	cfg     Config
 	authDB  *authDB
 	acmeDB  *acmeDB
-	auth    *authority.Authority
-	client  *validator
+	cur      atomic.Pointer[provState] // provisioners and authority served
+	reloadMu sync.Mutex                // one reload at a time
+	jwk      *provisioner.JWK          // the step provisioner, or nil
+	chain    []*x509.Certificate       // the issuing chain, without roots
+	rootList []*x509.Certificate
+	client   *validator
 	linker  acme.Linker
 	baseURL *url.URL // nil: links follow the request's Host
 	locks   *accountLocks
@@ -69,32 +77,42 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.acmeDB = &acmeDB{DB: adb, nonces: newNonces(key, cfg.NonceLifetime, cfg.Clock)}
 	s.client = newValidator(cfg)
 	s.linker = acme.NewLinker("", "/acme")
-	if s.auth, err = s.newAuthority(ctx); err != nil {
+	if err := s.loadCA(ctx); err != nil {
+		return nil, err
+	}
+	s.authDB.renewCheck = s.checkRenewal
+	if err := cfg.Storage.CreateTable(ctx, ProvisionerTable); err != nil {
+		return nil, fmt.Errorf("stepca: create table %s: %w", ProvisionerTable, err)
+	}
+	if err := s.ensureDefault(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := s.reload(ctx); err != nil {
 		return nil, err
 	}
 	s.handler = s.routes()
 	return s, nil
 }
 
-// newAuthority makes step's authority: the provisioners, the roots, the
-// issuing CAS and the database.
-func (s *Server) newAuthority(ctx context.Context) (*authority.Authority, error) {
+// loadCA reads the roots, the issuing chain and the JWK provisioner's key.
+func (s *Server) loadCA(ctx context.Context) error {
 	cfg := s.cfg
 	roots, err := cfg.Roots(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("stepca: roots: %w", err)
+		return fmt.Errorf("stepca: roots: %w", err)
 	}
 	if len(roots) == 0 {
-		return nil, errors.New("stepca: Roots returned no certificate")
+		return errors.New("stepca: Roots returned no certificate")
 	}
 	_, chain, err := cfg.Issuer(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("stepca: issuer: %w", err)
+		return fmt.Errorf("stepca: issuer: %w", err)
 	}
 	intermediates := issuingChain(chain)
 	if len(intermediates) == 0 {
-		return nil, errors.New("stepca: Issuer returned no issuing certificate")
+		return errors.New("stepca: Issuer returned no issuing certificate")
 	}
+	s.rootList, s.chain = roots, intermediates
 	s.roots, s.inters = x509.NewCertPool(), x509.NewCertPool()
 	for _, c := range roots {
 		s.roots.AddCert(c)
@@ -102,15 +120,25 @@ func (s *Server) newAuthority(ctx context.Context) (*authority.Authority, error)
 	for _, c := range intermediates {
 		s.inters.AddCert(c)
 	}
-	provs, err := s.provisioners(ctx)
-	if err != nil {
-		return nil, err
+	if cfg.JWKProvisioner != "" {
+		pub, enc, err := provisionerJWK(ctx, cfg.Storage, cfg.JWKProvisioner, cfg.JWKPassword)
+		if err != nil {
+			return err
+		}
+		s.jwk = &provisioner.JWK{Type: provisioner.TypeJWK.String(), Name: cfg.JWKProvisioner, Key: pub, EncryptedKey: enc}
 	}
+	return nil
+}
+
+// newAuthority makes step's authority: the provisioners, the roots, the
+// issuing CAS and the database.
+func (s *Server) newAuthority(provs []ACMEProvisioner) (*authority.Authority, error) {
+	cfg := s.cfg
 	off := false
 	c := &config.Config{
 		DNSNames: s.dnsNames(),
 		AuthorityConfig: &config.AuthConfig{
-			Provisioners: provs,
+			Provisioners: s.stepProvisioners(provs),
 			Claims: &provisioner.Claims{
 				MaxTLSDur:     &provisioner.Duration{Duration: cfg.MaxCertDuration},
 				DefaultTLSDur: &provisioner.Duration{Duration: cfg.DefaultCertDuration},
@@ -118,11 +146,11 @@ func (s *Server) newAuthority(ctx context.Context) (*authority.Authority, error)
 			},
 		},
 	}
-	cas := &issuingCAS{issuer: cfg.Issuer, template: cfg.Template, lint: cfg.Linter, clock: cfg.Clock, timeout: cfg.StoreTimeout}
+	cas := &issuingCAS{issuer: cfg.Issuer, template: cfg.Template, lint: cfg.Linter, clock: cfg.Clock, timeout: cfg.StoreTimeout, check: s.checkIssue}
 	a, err := authority.NewEmbedded(
 		authority.WithConfig(c),
-		authority.WithX509RootCerts(roots...),
-		authority.WithX509IntermediateCerts(intermediates...),
+		authority.WithX509RootCerts(s.rootList...),
+		authority.WithX509IntermediateCerts(s.chain...),
 		authority.WithX509CAService(cas),
 		authority.WithDatabase(s.authDB),
 		authority.WithQuietInit(),
@@ -131,32 +159,6 @@ func (s *Server) newAuthority(ctx context.Context) (*authority.Authority, error)
 		return nil, fmt.Errorf("stepca: authority: %w", err)
 	}
 	return a, nil
-}
-
-func (s *Server) provisioners(ctx context.Context) (provisioner.List, error) {
-	cfg := s.cfg
-	provs := provisioner.List{&provisioner.ACME{
-		// Step checks an EAB against the ID field but makes it with GetID,
-		// which falls back to "acme/<name>" when the field is empty: set it.
-		ID:         "acme/" + cfg.ACMEProvisioner,
-		Type:       provisioner.TypeACME.String(),
-		Name:       cfg.ACMEProvisioner,
-		RequireEAB: cfg.RequireEAB,
-		Challenges: []provisioner.ACMEChallenge{provisioner.HTTP_01, provisioner.DNS_01, provisioner.TLS_ALPN_01},
-	}}
-	if cfg.JWKProvisioner != "" {
-		pub, enc, err := provisionerJWK(ctx, cfg.Storage, cfg.JWKProvisioner, cfg.JWKPassword)
-		if err != nil {
-			return nil, err
-		}
-		provs = append(provs, &provisioner.JWK{
-			Type:         provisioner.TypeJWK.String(),
-			Name:         cfg.JWKProvisioner,
-			Key:          pub,
-			EncryptedKey: enc,
-		})
-	}
-	return provs, nil
 }
 
 // dnsNames are the names step tokens may name as audience.
@@ -172,11 +174,13 @@ func (s *Server) dnsNames() []string {
 }
 
 // Close stops the authority's background work. The storage stays open.
-func (s *Server) Close() error { return s.auth.Shutdown() }
+// (Authorities replaced by a reload have none: step starts background work
+// only for CRLs, which custos makes itself.)
+func (s *Server) Close() error { return s.state().auth.Shutdown() }
 
 // Authority returns step's authority, for the revocations and lookups the
-// HTTP API does not cover.
-func (s *Server) Authority() *authority.Authority { return s.auth }
+// HTTP API does not cover. A change of the provisioners replaces it.
+func (s *Server) Authority() *authority.Authority { return s.state().auth }
 
 // Paths are the URL path prefixes Handler serves: ACME under /acme/, step's
 // API under /1.0/ and at the root paths step's CLI uses.
@@ -198,11 +202,11 @@ func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.withContext)
 	r.Route("/acme", func(r chi.Router) {
-		r.Use(s.withBaseURL, s.serialise)
+		r.Use(s.withBaseURL, s.serialise, s.orderPolicy)
 		acmeapi.Route(r)
 	})
 	r.Group(func(r chi.Router) {
-		r.Use(s.verifiedPeer)
+		r.Use(s.verifiedPeer, s.renewalGate)
 		r.Route("/1.0", func(r chi.Router) { stepapi.Route(r) })
 		stepapi.Route(r)
 	})
@@ -238,11 +242,17 @@ func (s *Server) verifiedPeer(next http.Handler) http.Handler {
 }
 
 // withContext puts in the request context what step-ca's handlers read
-// from it: the authority, its database, and the ACME database, validator
-// client and linker. It is the only place they are set.
+// from it: the authority (as the provisioners stand now), its database,
+// and the ACME database, validator client and linker. It is the only place
+// they are set.
 func (s *Server) withContext(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := authority.NewContext(r.Context(), s.auth)
+		st, err := s.current(r.Context())
+		if err != nil {
+			render.Error(w, r, errs.Wrap(http.StatusServiceUnavailable, err, "stepca: provisioners"))
+			return
+		}
+		ctx := authority.NewContext(r.Context(), st.auth)
 		ctx = stepdb.NewContext(ctx, s.authDB)
 		ctx = acme.NewContext(ctx, s.acmeDB, s.client, s.linker, nil)
 		next.ServeHTTP(w, r.WithContext(ctx))
