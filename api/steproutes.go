@@ -10,49 +10,174 @@ import (
 
 	"github.com/custos-pki/custos/audit"
 	"github.com/custos-pki/custos/auth"
+	"github.com/custos-pki/custos/ca/stepca"
 )
 
 // EABRequest is POST /v1/ca/acme/eab: a new external account binding key
-// for the ACME provisioner, optionally named by a reference.
+// for an ACME provisioner (empty: the default one, "acme"), optionally
+// named by a reference. The key is good for that provisioner only.
 type EABRequest struct {
-	Reference string `json:"reference"`
+	Provisioner string `json:"provisioner"`
+	Reference   string `json:"reference"`
 }
 
 // EABResponse carries the key ID and the HMAC key (base64url), shown once.
 type EABResponse struct {
-	KeyID     string `json:"key_id"`
-	HMACKey   string `json:"hmac_key"`
-	Reference string `json:"reference,omitempty"`
+	KeyID       string `json:"key_id"`
+	HMACKey     string `json:"hmac_key"`
+	Reference   string `json:"reference,omitempty"`
+	Provisioner string `json:"provisioner"`
+}
+
+// ACMEProvisioner is an ACME provisioner, as written and read at
+// /v1/ca/acme/provisioners[/{name}]; see stepca.ACMEProvisioner for the
+// fields. max_lifetime is a Go duration ("720h"); empty takes the CA's.
+type ACMEProvisioner struct {
+	Name           string   `json:"name"`
+	AllowedNames   []string `json:"allowed_names"`
+	DeniedNames    []string `json:"denied_names"`
+	AllowWildcards bool     `json:"allow_wildcards"`
+	MaxLifetime    string   `json:"max_lifetime"`
+	KeyTypes       []string `json:"key_types"`
+	RequireEAB     bool     `json:"require_eab"`
+	Role           string   `json:"role,omitempty"`
+	// Directory is where ACME clients start (read only).
+	Directory string `json:"directory,omitempty"`
+}
+
+// ACMEProvisionerList answers GET /v1/ca/acme/provisioners.
+type ACMEProvisionerList struct {
+	Provisioners []ACMEProvisioner `json:"provisioners"`
 }
 
 func (s *Server) acmeRoutes() []route {
-	return []route{{method: http.MethodPost, pattern: "/v1/ca/acme/eab", cap: auth.CapUpdate | auth.CapSudo, op: "acme-eab-create", h: s.eabCreate}}
+	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
+	return []route{
+		{method: post, pattern: "/v1/ca/acme/eab", cap: auth.CapUpdate | auth.CapSudo, op: "acme-eab-create", h: acmeHandler(s, s.eabCreate)},
+		{method: get, pattern: "/v1/ca/acme/provisioners", cap: auth.CapList, op: "acme-provisioner-list", h: acmeHandler(s, s.acmeProvList)},
+		{method: post, pattern: "/v1/ca/acme/provisioners", cap: auth.CapCreate, op: "acme-provisioner-create", h: acmeHandler(s, s.acmeProvCreate)},
+		{method: get, pattern: "/v1/ca/acme/provisioners/{name}", cap: auth.CapRead, op: "acme-provisioner-read", h: acmeHandler(s, s.acmeProvRead)},
+		{method: put, pattern: "/v1/ca/acme/provisioners/{name}", cap: auth.CapUpdate, op: "acme-provisioner-update", h: acmeHandler(s, s.acmeProvUpdate)},
+		{method: del, pattern: "/v1/ca/acme/provisioners/{name}", cap: auth.CapDelete, op: "acme-provisioner-delete", h: acmeHandler(s, s.acmeProvDelete)},
+	}
 }
 
-func (s *Server) eabCreate(w http.ResponseWriter, r *http.Request) {
-	svc, ok2 := s.services(w, r)
-	if !ok2 {
-		return
+// acmeHandler decodes a JSON request, runs fn with the node's step-ca and
+// sends its answer, as caHandler does for the CA.
+func acmeHandler[Req any](s *Server, fn func(r *http.Request, a *stepca.Server, req *Req) (any, error)) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		var resp any
+		svc, err := s.node.Services()
+		if err == nil && svc.ACME == nil {
+			err = Errorf(http.StatusNotFound, CodeNotFound, "the certificate authority is not initialised")
+		}
+		if _, skip := any(&req).(*noBody); err == nil && !skip {
+			err = decode(r, &req)
+		}
+		if err == nil {
+			resp, err = fn(r, svc.ACME, &req)
+		}
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		ok(w, resp)
 	}
-	var req EABRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
+}
+
+func (s *Server) eabCreate(r *http.Request, a *stepca.Server, req *EABRequest) (any, error) {
 	if len(req.Reference) > 256 {
-		writeError(w, r, invalid("reference is longer than 256 characters"))
-		return
+		return nil, invalid("reference is longer than 256 characters")
 	}
-	if svc.ACME == nil {
-		writeError(w, r, Errorf(http.StatusNotFound, CodeNotFound, "the certificate authority is not initialised"))
-		return
-	}
-	k, err := svc.ACME.CreateEABKey(r.Context(), req.Reference)
+	k, err := a.CreateEABKey(r.Context(), req.Provisioner, req.Reference)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return nil, err
 	}
-	ok(w, EABResponse{KeyID: k.KeyID, HMACKey: base64.RawURLEncoding.EncodeToString(k.HMACKey), Reference: k.Reference})
+	return EABResponse{KeyID: k.KeyID, HMACKey: base64.RawURLEncoding.EncodeToString(k.HMACKey), Reference: k.Reference, Provisioner: k.Provisioner}, nil
+}
+
+func acmeProvIn(name string, req *ACMEProvisioner) (stepca.ACMEProvisioner, error) {
+	if req.Name != "" && req.Name != name {
+		return stepca.ACMEProvisioner{}, invalid("name %q does not match the path", req.Name)
+	}
+	if req.Directory != "" {
+		return stepca.ACMEProvisioner{}, invalid("directory is read only")
+	}
+	maxLife, err := duration("max_lifetime", req.MaxLifetime)
+	if err != nil {
+		return stepca.ACMEProvisioner{}, err
+	}
+	return stepca.ACMEProvisioner{
+		Name: name, AllowedNames: req.AllowedNames, DeniedNames: req.DeniedNames, AllowWildcards: req.AllowWildcards,
+		MaxLifetime: maxLife, KeyTypes: req.KeyTypes, RequireEAB: req.RequireEAB, Role: req.Role,
+	}, nil
+}
+
+func acmeProvOut(p stepca.ACMEProvisioner) ACMEProvisioner {
+	nonNil := func(s []string) []string {
+		if s == nil {
+			return []string{}
+		}
+		return s
+	}
+	return ACMEProvisioner{
+		Name: p.Name, AllowedNames: nonNil(p.AllowedNames), DeniedNames: nonNil(p.DeniedNames), AllowWildcards: p.AllowWildcards,
+		MaxLifetime: p.MaxLifetime.String(), KeyTypes: nonNil(p.KeyTypes), RequireEAB: p.RequireEAB, Role: p.Role,
+		Directory: "/acme/" + p.Name + "/directory",
+	}
+}
+
+func (s *Server) acmeProvList(r *http.Request, a *stepca.Server, _ *noBody) (any, error) {
+	provs, err := a.ACMEProvisioners(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	out := ACMEProvisionerList{Provisioners: []ACMEProvisioner{}}
+	for _, p := range provs {
+		out.Provisioners = append(out.Provisioners, acmeProvOut(p))
+	}
+	return out, nil
+}
+
+func (s *Server) acmeProvCreate(r *http.Request, a *stepca.Server, req *ACMEProvisioner) (any, error) {
+	if req.Name == "" {
+		return nil, invalid("name is required")
+	}
+	p, err := acmeProvIn(req.Name, req)
+	if err == nil {
+		p, err = a.CreateACMEProvisioner(r.Context(), p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return acmeProvOut(p), nil
+}
+
+func (s *Server) acmeProvRead(r *http.Request, a *stepca.Server, _ *noBody) (any, error) {
+	p, err := a.ACMEProvisioner(r.Context(), caPathParam(r, "name"))
+	if err != nil {
+		return nil, err
+	}
+	return acmeProvOut(p), nil
+}
+
+func (s *Server) acmeProvUpdate(r *http.Request, a *stepca.Server, req *ACMEProvisioner) (any, error) {
+	p, err := acmeProvIn(caPathParam(r, "name"), req)
+	if err == nil {
+		p, err = a.UpdateACMEProvisioner(r.Context(), p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return acmeProvOut(p), nil
+}
+
+func (s *Server) acmeProvDelete(r *http.Request, a *stepca.Server, _ *noBody) (any, error) {
+	if err := a.DeleteACMEProvisioner(r.Context(), caPathParam(r, "name")); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
 }
 
 // stepPaths are where step-ca's handlers live: ACME under /acme/ and

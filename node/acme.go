@@ -26,7 +26,21 @@ type inventory struct{ *ca.CA }
 var (
 	_ stepca.RevocationRecorder = inventory{}
 	_ stepca.RevocationChecker  = inventory{}
+	_ stepca.OriginTeller       = inventory{}
 )
+
+// Origin tells step-ca the source and role a certificate was recorded
+// under, so that a renewal is checked against the policy that issued it.
+func (i inventory) Origin(ctx context.Context, serial *big.Int) (stepca.Origin, error) {
+	c, err := i.Get(ctx, hex.EncodeToString(serial.Bytes()))
+	if errors.Is(err, ca.ErrNotFound) {
+		return stepca.Origin{}, stepca.ErrNotRecorded
+	}
+	if err != nil {
+		return stepca.Origin{}, err
+	}
+	return stepca.Origin{Source: c.Source, Role: c.Role, Revoked: c.Status == ca.StatusRevoked}, nil
+}
 
 func (i inventory) RecordRevocation(ctx context.Context, serial *big.Int, reason int, _ string) error {
 	_, err := i.Revoke(ctx, hex.EncodeToString(serial.Bytes()), reason)
@@ -54,7 +68,7 @@ func (n *Node) startStep(ctx context.Context, c *ca.CA) (*stepca.Server, error) 
 		return nil, err
 	}
 	cfg := stepca.DefaultConfig()
-	cfg.Storage, cfg.Issuer, cfg.Roots, cfg.Recorder = n.barrier, c.Issuer, c.Roots, inventory{c}
+	cfg.Storage, cfg.Issuer, cfg.Roots, cfg.Recorder, cfg.Roles = n.barrier, c.Issuer, c.Roots, inventory{c}, c
 	cfg.Template = c.SetURLs
 	cfg.Linter = func(ctx context.Context, t *x509.Certificate) error { return c.LintTemplate(ctx, t, t.PublicKey) }
 	cfg.BaseURL = n.cfg.ACMEBaseURL
