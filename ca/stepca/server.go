@@ -26,21 +26,24 @@ import (
 // Server is step-ca embedded: its authority over custos storage and the
 // issuer's kms key, its ACME server and its own API.
 type Server struct {
-	cfg      Config
-	authDB   *authDB
-	acmeDB   *acmeDB
-	cur      atomic.Pointer[provState] // provisioners and authority served
-	reloadMu sync.Mutex                // one reload at a time
-	jwk      *provisioner.JWK          // the step provisioner, or nil
-	chain    []*x509.Certificate       // the issuing chain, without roots
+	cfg     Config
+	authDB  *authDB
+	acmeDB  *acmeDB
+	client  *validator
+	linker  acme.Linker
+	baseURL *url.URL // nil: links follow the request's Host
+	locks   *accountLocks
+	roots   *x509.CertPool // to verify client certificates
+	inters  *x509.CertPool
+	handler http.Handler
+
+	// The ACME provisioners and step's authority made with them, replaced
+	// as a whole when the provisioners change (see current).
+	cur      atomic.Pointer[provState]
+	reloadMu sync.Mutex
+	jwk      *provisioner.JWK    // the step provisioner, or nil
+	chain    []*x509.Certificate // the issuing chain, without roots
 	rootList []*x509.Certificate
-	client   *validator
-	linker   acme.Linker
-	baseURL  *url.URL // nil: links follow the request's Host
-	locks    *accountLocks
-	roots    *x509.CertPool // to verify client certificates
-	inters   *x509.CertPool
-	handler  http.Handler
 }
 
 // New starts step-ca over cfg.Storage. It creates step's tables (at every
