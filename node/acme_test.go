@@ -8,6 +8,8 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -88,16 +90,22 @@ func (l *lb) route(i int) {
 	l.mu.Unlock()
 }
 
-// acmeClient is an ACME client that reaches the cluster through l, with a
-// new connection (so possibly a new node) for every request.
+// acmeClient is an ACME client of the default provisioner that reaches the
+// cluster through l, with a new connection (so possibly a new node) for
+// every request.
 func acmeClient(t testing.TB, tc *testCluster, l *lb, key crypto.Signer) *acme.Client {
+	return acmeClientOf(t, tc, l, key, "acme")
+}
+
+// acmeClientOf is acmeClient for provisioner prov.
+func acmeClientOf(t testing.TB, tc *testCluster, l *lb, key crypto.Signer, prov string) *acme.Client {
 	pemCA, err := os.ReadFile(tc.caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pemCA)
-	return &acme.Client{Key: key, DirectoryURL: "https://" + lbHost + "/acme/acme/directory", HTTPClient: &http.Client{
+	return &acme.Client{Key: key, DirectoryURL: "https://" + lbHost + "/acme/" + prov + "/directory", HTTPClient: &http.Client{
 		Timeout: 60 * time.Second, Transport: &http.Transport{
 			TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 			DialContext:       l.dial,
@@ -190,13 +198,40 @@ func TestACMEOnThreeNodes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	l := &lb{nodes: tc.nodes}
-	c := acmeClient(t, tc, l, key)
 
-	// The account is made through node 1, the order through node 2, and it
-	// is finalised through node 3.
-	l.route(0)
-	if _, err := c.Register(ctx, &acme.Account{}, acme.AcceptTOS); err != nil {
+	// A locked-down provisioner and its EAB key are made through node 1.
+	admin := newClient(t, tc.nodes[0], tc.caFile)
+	admin.token = tc.root
+	admin.must("POST", "/v1/ca/acme/provisioners", api.ACMEProvisioner{Name: "locked", RequireEAB: true, AllowedNames: []string{"127.0.0.1"}}, nil)
+	var k api.EABResponse
+	admin.must("POST", "/v1/ca/acme/eab", api.EABRequest{Provisioner: "locked"}, &k)
+	hmacKey, err := base64.RawURLEncoding.DecodeString(k.HMACKey)
+	if err != nil {
 		t.Fatal(err)
+	}
+	c := acmeClientOf(t, tc, l, key, "locked")
+	c.RetryBackoff = func(n int, _ *http.Request, _ *http.Response) time.Duration {
+		if n > 5 {
+			return -1
+		}
+		return 200 * time.Millisecond
+	}
+
+	// Without a binding, no account, through node 2; with it the account
+	// is made through node 1, the order through node 2, and it is
+	// finalised through node 3.
+	l.route(1)
+	_, err = c.Register(ctx, &acme.Account{}, acme.AcceptTOS)
+	var ae *acme.Error
+	if !errors.As(err, &ae) || ae.ProblemType != "urn:ietf:params:acme:error:externalAccountRequired" {
+		t.Fatalf("registration without EAB: %v, want externalAccountRequired", err)
+	}
+	l.route(0)
+	if _, err := c.Register(ctx, &acme.Account{ExternalAccountBinding: &acme.ExternalAccountBinding{KID: k.KeyID, Key: hmacKey}}, acme.AcceptTOS); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AuthorizeOrder(ctx, acme.DomainIDs("not-allowed.test")); !errors.As(err, &ae) || ae.ProblemType != "urn:ietf:params:acme:error:rejectedIdentifier" {
+		t.Fatalf("order for a name not allowed: %v, want rejectedIdentifier", err)
 	}
 	l.route(1)
 	der, err := issueVia(ctx, h, c, func() { l.route(2) })
@@ -266,6 +301,12 @@ func TestACMEExternalAccountBindingKey(t *testing.T) {
 	c.token = tc.root
 	var k api.EABResponse
 	c.must("POST", "/v1/ca/acme/eab", api.EABRequest{Reference: "team-a"}, &k)
+	if k.Provisioner != "acme" {
+		t.Errorf("EAB key of provisioner %q, want the default", k.Provisioner)
+	}
+	if status, code := c.do("POST", "/v1/ca/acme/eab", api.EABRequest{Provisioner: "nobody"}, nil); status != http.StatusNotFound || code != api.CodeNotFound {
+		t.Fatalf("a key for a provisioner that does not exist: %d %s", status, code)
+	}
 	if k.KeyID == "" || len(k.HMACKey) < 32 {
 		t.Fatalf("EAB key %+v", k.KeyID)
 	}
