@@ -64,6 +64,11 @@ func (a *app) initCmd() *cobra.Command {
 				if caOut != "" && resp.ClusterCACert != "" {
 					t.text("The cluster CA certificate is in %s: pass it with --ca-cert or CUSTOS_CACERT.", caOut)
 				}
+				t.text("")
+				t.text("ACME is open: the provisioner acme (/acme/acme/directory) issues any name to anyone")
+				t.text("who passes a challenge. Lock it down (or delete it) before exposing port 8443:")
+				t.text("  custos ca acme provisioner update acme --require-eab --allowed-names .internal.example.com")
+				t.text("  custos ca acme eab create --provisioner acme")
 			})
 		}),
 	}
