@@ -33,6 +33,11 @@
 // CRL; SetURLs gives certificates built by the step-ca embedding the very
 // same, so no path issues a certificate nothing can check.
 //
+// Names are matched by one engine: the rules of roles and NamePolicy (the
+// allowed and denied names of ACME provisioners) share one matcher, and
+// Role.CheckCertificate checks a whole certificate against a role as it
+// stands, for renewals.
+//
 // # Inventory and revocation
 //
 // Every certificate from every path (REST, ACME, the step API) is recorded

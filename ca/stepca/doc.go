@@ -28,7 +28,25 @@
 //   - ACME nonces cost no storage write and verify on any node;
 //   - an account's ACME requests run one at a time on the serving node, so
 //     concurrent orders do not fail on step-ca's compare-and-swap writes;
-//   - Collect deletes expired orders, authorizations and challenges.
+//   - Collect deletes expired orders, authorizations and challenges;
+//   - ACME provisioners are named, stored through the barrier and served at
+//     /acme/<name>/directory by every node as soon as it applied a change
+//     (a stale read of one record per request tells it to reload). Each
+//     has a name policy, wildcards on or off, key types, a maximum
+//     lifetime, require_eab and optionally a REST role. Names are matched
+//     by package ca's one matcher (ca.NamePolicy, ca.Role), never by
+//     step's x509 policy engine: a refused name is rejectedIdentifier at
+//     new-order (checked before step sees the order, for requests signed
+//     by an account of that provisioner) and again at finalize, with the
+//     key type (badCSR) and the lifetime (rejectedIdentifier);
+//   - EAB keys are bound to one provisioner, and to one incarnation of it:
+//     a provisioner deleted and made again gets a new step ID, so accounts
+//     and keys of the old one do not work;
+//   - step's /renew and /rekey are checked, before signing and again when
+//     stored, against the policy that issued the certificate as it stands
+//     now (the Recorder tells the origin: REST role, ACME provisioner, step
+//     provisioner); a revoked certificate, a deleted role or provisioner, or
+//     a name, key or lifetime no longer allowed is refused with 403.
 //
 // The HTTP handler must serve ACME on the Raft leader only: followers
 // forward /acme requests (custos' api package does this). Step's handlers
