@@ -90,15 +90,10 @@ func (l *lb) route(i int) {
 	l.mu.Unlock()
 }
 
-// acmeClient is an ACME client of the default provisioner that reaches the
+// acmeClient is an ACME client of provisioner prov that reaches the
 // cluster through l, with a new connection (so possibly a new node) for
 // every request.
-func acmeClient(t testing.TB, tc *testCluster, l *lb, key crypto.Signer) *acme.Client {
-	return acmeClientOf(t, tc, l, key, "acme")
-}
-
-// acmeClientOf is acmeClient for provisioner prov.
-func acmeClientOf(t testing.TB, tc *testCluster, l *lb, key crypto.Signer, prov string) *acme.Client {
+func acmeClient(t testing.TB, tc *testCluster, l *lb, key crypto.Signer, prov string) *acme.Client {
 	pemCA, err := os.ReadFile(tc.caFile)
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +204,7 @@ func TestACMEOnThreeNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := acmeClientOf(t, tc, l, key, "locked")
+	c := acmeClient(t, tc, l, key, "locked")
 	c.RetryBackoff = func(n int, _ *http.Request, _ *http.Response) time.Duration {
 		if n > 5 {
 			return -1
