@@ -264,7 +264,7 @@ func TestCARoutesNeedTokens(t *testing.T) {
 			t.Errorf("%s %s without a token: %d %s", rt.Method, path, st, raw)
 		}
 	}
-	if n != 22 { // 21 of package ca, and the ACME EAB route
+	if n != 27 { // 21 of package ca, the ACME EAB route and 5 of ACME provisioners
 		t.Fatalf("%d CA routes", n)
 	}
 }
