@@ -194,8 +194,15 @@ func TestACMEOnThreeNodes(t *testing.T) {
 	defer cancel()
 	l := &lb{nodes: tc.nodes}
 
-	// A locked-down provisioner and its EAB key are made through node 1.
-	admin := newClient(t, tc.nodes[0], tc.caFile)
+	// A locked-down provisioner and its EAB key are made through a
+	// follower; the leader, which serves ACME, loads it from storage.
+	var follower *Node
+	for _, n := range tc.nodes {
+		if !n.store.IsLeader() {
+			follower = n
+		}
+	}
+	admin := newClient(t, follower, tc.caFile)
 	admin.token = tc.root
 	admin.must("POST", "/v1/ca/acme/provisioners", api.ACMEProvisioner{Name: "locked", RequireEAB: true, AllowedNames: []string{"127.0.0.1"}}, nil)
 	var k api.EABResponse
@@ -205,12 +212,6 @@ func TestACMEOnThreeNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := acmeClient(t, tc, l, key, "locked")
-	c.RetryBackoff = func(n int, _ *http.Request, _ *http.Response) time.Duration {
-		if n > 5 {
-			return -1
-		}
-		return 200 * time.Millisecond
-	}
 
 	// Without a binding, no account, through node 2; with it the account
 	// is made through node 1, the order through node 2, and it is
