@@ -36,7 +36,7 @@ func TestNamePolicy(t *testing.T) {
 		{p, "a.admin.svc.example.com", true},
 		{p, "evilsvc.example.com", false},
 		{p, "a.svc.example.com.evil.test", false},
-		{p, "*.svc.example.com", false},    // wildcards off
+		{p, "*.svc.example.com", false},     // wildcards off
 		{wild, "*.b.svc.example.com", true}, // below the suffix
 		{wild, "*.svc.example.com", false},  // covers the denied admin.svc.example.com
 		{wild, "*.web.example.com", false},  // covers the denied x.web.example.com
