@@ -90,10 +90,15 @@ func (l *lb) route(i int) {
 	l.mu.Unlock()
 }
 
-// acmeClient is an ACME client of provisioner prov that reaches the
+// acmeClient is an ACME client of the default provisioner that reaches the
 // cluster through l, with a new connection (so possibly a new node) for
 // every request.
-func acmeClient(t testing.TB, tc *testCluster, l *lb, key crypto.Signer, prov string) *acme.Client {
+func acmeClient(t testing.TB, tc *testCluster, l *lb, key crypto.Signer) *acme.Client {
+	return acmeClientOf(t, tc, l, key, "acme")
+}
+
+// acmeClientOf is acmeClient for provisioner prov.
+func acmeClientOf(t testing.TB, tc *testCluster, l *lb, key crypto.Signer, prov string) *acme.Client {
 	pemCA, err := os.ReadFile(tc.caFile)
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +216,7 @@ func TestACMEOnThreeNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := acmeClient(t, tc, l, key, "locked")
+	c := acmeClientOf(t, tc, l, key, "locked")
 
 	// Without a binding, no account, through node 2; with it the account
 	// is made through node 1, the order through node 2, and it is
