@@ -145,6 +145,27 @@ func (c *CA) Issue(ctx context.Context, role string, ir IssueRequest) (*Issued, 
 	return out, nil
 }
 
+// CheckIssue reports whether Issue would accept ir under role (the role
+// exists, allows every name, the TTL is within its maximum), without
+// making a key or issuing anything. Callers that bind an identity to a
+// role (the SPIFFE workload entries) check with it up front.
+func (c *CA) CheckIssue(ctx context.Context, role string, ir IssueRequest) error {
+	r, err := c.ReadRole(ctx, role)
+	if err != nil {
+		return err
+	}
+	req := request{cn: ir.CommonName, dns: ir.DNSNames, ips: ir.IPs, ttl: ir.TTL}
+	for _, s := range ir.URIs {
+		u, err := url.Parse(s)
+		if err != nil {
+			return fmt.Errorf("%w: URI SAN %q: %v", ErrInvalid, s, err)
+		}
+		req.uris = append(req.uris, u)
+	}
+	_, err = c.template(&r, req, true)
+	return err
+}
+
 func generateKey(t string) (crypto.Signer, error) {
 	switch t {
 	case "ecdsa-p256":
