@@ -30,6 +30,8 @@ type Services struct {
 	// until the CA is initialised.
 	Step http.Handler
 	ACME *stepca.Server
+	// Workloads are the SPIFFE registration entries.
+	Workloads WorkloadRegistry
 }
 
 // Node is the running node as the API sees it: its lifecycle (init,
@@ -165,6 +167,7 @@ func (s *Server) routes() []route {
 	rs = append(rs, s.authRoutes()...)
 	rs = append(rs, s.kmsRoutes()...)
 	rs = append(rs, s.caRoutes()...)
+	rs = append(rs, s.workloadRoutes()...)
 	rs = append(rs, s.pkiRoutes()...)
 	rs = append(rs, s.acmeRoutes()...)
 	rs = append(rs, s.secretsRoutes()...)

@@ -80,6 +80,7 @@ func (a *app) caCmd() *cobra.Command {
 		a.caListCmd(),
 		a.caShowCmd(),
 		a.caRevokeCmd(),
+		a.caWorkloadCmd(),
 		group("intermediate", "Have the intermediate signed by an external root, or rotate it",
 			a.caIntermediateCSRCmd(),
 			a.caChainCmd("set FILE|-", "Install the intermediate an external root signed (PEM: it, then its issuers up to the root)",

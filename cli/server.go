@@ -80,6 +80,7 @@ func serverSettings() []serverSetting {
 		{"pki_http_addr", "pki-http-addr", "plain-HTTP listen address serving only CA roots, chains, issuer certificates, CRLs and OCSP (default: none)"},
 		{"pki_url_base", "pki-url-base", "base of the OCSP, CA issuers and CRL URLs in certificates (default: http://<pki-http-addr>, else https://<api-advertise>)"},
 		{"acme_validator_deny", "acme-validator-deny", "address range (CIDR or IP) the ACME validator must not connect to, besides link-local, unspecified and this node's own addresses (repeatable)"},
+		{"workload_api_socket", "workload-api-socket", "Unix socket of the SPIFFE Workload API and Envoy SDS (default: none; <data-dir>/workload.sock with --dev)"},
 		{"dev", "dev", "run a one-node dev cluster, initialised and unsealed"},
 		{"log_level", "log-level", "log level: debug, info, warn or error"},
 	}
@@ -188,6 +189,7 @@ func (a *app) nodeConfig(logTo io.Writer) (node.Config, error) {
 	cfg.PKIHTTPAddr = v.GetString("pki_http_addr")
 	cfg.PKIURLBase = v.GetString("pki_url_base")
 	cfg.ACMEValidatorDeny = listSetting(v.GetStringSlice("acme_validator_deny"))
+	cfg.WorkloadAPISocket = v.GetString("workload_api_socket")
 	for key, dst := range map[string]*int{"acme_http01_port": &cfg.ACMEHTTP01Port, "acme_tls_alpn01_port": &cfg.ACMETLSALPN01Port} {
 		if s := v.GetString(key); s != "" {
 			p, err := strconv.Atoi(s)

@@ -74,6 +74,11 @@ type Config struct {
 	PKIHTTPAddr string
 	PKIURLBase  string
 
+	// WorkloadAPISocket, when set, is the Unix socket of the SPIFFE
+	// Workload API and Envoy SDS (package workload), served while the node
+	// is unsealed. Dev nodes use DataDir/workload.sock.
+	WorkloadAPISocket string
+
 	// Dev runs a one-node cluster that initialises and unseals itself.
 	Dev bool
 
@@ -130,6 +135,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.validatorDeny(); err != nil {
 		return err
+	}
+	if len(c.WorkloadAPISocket) > maxSocketPath {
+		return fmt.Errorf("node: workload_api_socket %q is over %d bytes, too long for a Unix socket", c.WorkloadAPISocket, maxSocketPath)
 	}
 	if c.JoinAddr != "" && (c.JoinToken == "" || c.JoinCAFingerprint == "") {
 		return errors.New("node: join_addr needs join_token and join_ca_fingerprint")

@@ -379,6 +379,9 @@ func (n *Node) activateWith(ctx context.Context, steps []activationStep) (*api.S
 			n.collectACME(bg, step)
 		}()
 	}
+	if err := n.startWorkload(ctx); err != nil {
+		n.log.Error("workload API not started", "error", err)
+	}
 	n.initialized.Store(true)
 	return n.svc, nil
 }
@@ -394,6 +397,7 @@ func (n *Node) dropServices() {
 		n.step.Close()
 		n.step = nil
 	}
+	n.stopWorkload()
 	if n.svc != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), statusDeadline)
 		if err := n.svc.KMS.FlushUsage(ctx); err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/custos-pki/custos/ca/stepca"
 	"github.com/custos-pki/custos/kms"
 	"github.com/custos-pki/custos/raftstore"
+	"github.com/custos-pki/custos/workload"
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -57,6 +58,8 @@ type Node struct {
 	proxies leaderProxies
 	step    *stepca.Server
 
+	workload *workload.Server // the Workload API and SDS socket, while unsealed
+
 	initialized atomic.Bool
 	dev         *DevInfo
 	closing     chan struct{}
@@ -79,6 +82,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Dev {
 		if cfg.UnsealKeyFile == "" {
 			cfg.UnsealKeyFile = filepath.Join(cfg.DataDir, "unseal.key")
+		}
+		if sock := filepath.Join(cfg.DataDir, "workload.sock"); cfg.WorkloadAPISocket == "" && len(sock) <= maxSocketPath {
+			cfg.WorkloadAPISocket = sock
 		}
 	}
 	if err := cfg.Validate(); err != nil {
