@@ -246,6 +246,54 @@ func TestWorkloadAPIAndSDS(t *testing.T) {
 		}
 	})
 
+	t.Run("EntriesAreCheckedAgainstTheirRole", func(t *testing.T) {
+		uid := []string{"unix:uid:" + strconv.Itoa(os.Getuid())}
+		for _, tc := range []struct {
+			name   string
+			entry  api.WorkloadEntry
+			status int
+			code   string
+		}{
+			{"outside the role", api.WorkloadEntry{SPIFFEID: "spiffe://other.org/web", Selectors: uid, Role: "web"}, 400, api.CodeInvalidArgument},
+			{"no such role", api.WorkloadEntry{SPIFFEID: "spiffe://example.org/web", Selectors: uid, Role: "nope"}, 404, api.CodeNotFound},
+			{"bad selector", api.WorkloadEntry{SPIFFEID: "spiffe://example.org/x", Selectors: []string{"unix:uid:me"}, Role: "web"}, 400, api.CodeInvalidArgument},
+			{"no selector", api.WorkloadEntry{SPIFFEID: "spiffe://example.org/x", Role: "web"}, 400, api.CodeInvalidArgument},
+			{"not a SPIFFE ID", api.WorkloadEntry{SPIFFEID: "https://example.org/x", Selectors: uid, Role: "web"}, 400, api.CodeInvalidArgument},
+			{"the same registration", api.WorkloadEntry{SPIFFEID: "spiffe://example.org/web", Selectors: uid, Role: "web"}, 409, api.CodeConflict},
+			{"an ID from the client", api.WorkloadEntry{ID: "00", SPIFFEID: "spiffe://example.org/y", Selectors: uid, Role: "web"}, 400, api.CodeInvalidArgument},
+		} {
+			if st, code := wc.api.do(http.MethodPost, "/v1/ca/workloads", tc.entry, nil); st != tc.status || code != tc.code {
+				t.Errorf("%s: %d %s, want %d %s", tc.name, st, code, tc.status, tc.code)
+			}
+		}
+		var list api.WorkloadEntryList
+		wc.api.must(http.MethodGet, "/v1/ca/workloads", nil, &list)
+		if len(list.Entries) != 1 || list.Entries[0].ID != wc.entry.ID {
+			t.Fatalf("entries after refused creations: %+v", list.Entries)
+		}
+		var got api.WorkloadEntry
+		wc.api.must(http.MethodGet, "/v1/ca/workloads/"+wc.entry.ID, nil, &got)
+		if got.SPIFFEID != "spiffe://example.org/web" || got.Role != "web" {
+			t.Fatalf("read entry: %+v", got)
+		}
+		if st, code := wc.api.do(http.MethodGet, "/v1/ca/workloads/zz", nil, nil); st != 400 || code != api.CodeInvalidArgument {
+			t.Fatalf("a malformed entry ID: %d %s", st, code)
+		}
+	})
+
+	t.Run("SealClosesTheSocket", func(t *testing.T) {
+		c := newClient(t, wc.nodes[2], wc.caFile)
+		c.token = wc.root
+		c.must(http.MethodPost, "/v1/sys/seal", nil, nil)
+		if _, err := os.Stat(wc.cfgs[2].WorkloadAPISocket); !os.IsNotExist(err) {
+			t.Fatalf("the socket of a sealed node: %v", err)
+		}
+		wc.unseal(t, 2)
+		if _, err := os.Stat(wc.cfgs[2].WorkloadAPISocket); err != nil {
+			t.Fatalf("the socket after unseal: %v", err)
+		}
+	})
+
 	t.Run("UnregisteredCallerIsDenied", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()

@@ -213,6 +213,13 @@ func (s *Server) currentEntries(ctx context.Context) ([]Entry, error) {
 		return s.entries, nil
 	}
 	es, err := s.cfg.Entries.List(ctx)
+	if err != nil && s.entries != nil {
+		// No quorum: keep serving what was registered, as SPIRE's agent
+		// does when its server is out of reach. Nothing new can be issued
+		// without a quorum anyway.
+		s.log.Warn("reading the registration entries failed; using the last ones read", "error", err)
+		return s.entries, nil
+	}
 	if err != nil {
 		return nil, err
 	}
