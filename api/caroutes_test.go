@@ -259,12 +259,12 @@ func TestCARoutesNeedTokens(t *testing.T) {
 		if rt.Public {
 			continue
 		}
-		path := strings.NewReplacer("{name}", "web", "{role}", "web", "{serial}", "0a").Replace(rt.Pattern)
+		path := strings.NewReplacer("{name}", "web", "{role}", "web", "{serial}", "0a", "{id}", "00").Replace(rt.Pattern)
 		if st, raw := f.call(t, "", rt.Method, path, "{}", nil); st != http.StatusUnauthorized {
 			t.Errorf("%s %s without a token: %d %s", rt.Method, path, st, raw)
 		}
 	}
-	if n != 27 { // 21 of package ca, the ACME EAB route and 5 of ACME provisioners
+	if n != 31 { // 21 of package ca, the ACME EAB route, 5 of ACME provisioners and 4 of the workload entries
 		t.Fatalf("%d CA routes", n)
 	}
 }
