@@ -45,6 +45,3 @@ func (n *Node) stopWorkload() {
 		n.workload = nil
 	}
 }
-
-// WorkloadAPISocket is the path of the workload socket, or "".
-func (n *Node) WorkloadAPISocket() string { return n.cfg.WorkloadAPISocket }

@@ -117,6 +117,19 @@ func TestWorkloadAPIAndSDS(t *testing.T) {
 		if rec.Role != "web" || rec.Status != "valid" {
 			t.Fatalf("inventory record %+v", rec)
 		}
+		c, err := workloadapi.New(ctx, workloadapi.WithAddr(wc.addr(1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		bundles, err := c.FetchX509Bundles(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := bundles.GetX509BundleForTrustDomain(td)
+		if err != nil || !b.Equal(custosRoots) || bundles.Len() != 1 {
+			t.Fatalf("FetchX509Bundles: %d bundles, %v: want custos's roots for example.org", bundles.Len(), err)
+		}
 		// The role's TTL is 6s: a new SVID must arrive on the stream before
 		// the first one expires.
 		var next *x509svid.SVID

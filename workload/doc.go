@@ -52,6 +52,11 @@
 // lives for the role's TTL but at most Config.JWTSVIDTTL (5 minutes, as in
 // SPIRE).
 //
+// Every issuance is logged (SPIFFE ID, entry, role, serial; never a key
+// or a token), and every certificate is in the CA's inventory, where it can
+// be listed and revoked. The API's audit log records the changes to the
+// entries; calls on the socket are not in it.
+//
 // The trust bundle of every trust domain of the caller's entries is the
 // CA's roots: custos has one CA, and the trust domain is a name in the
 // SPIFFE IDs its roles allow.

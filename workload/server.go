@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -139,6 +140,9 @@ func New(cfg Config) (*Server, error) {
 // decided by the caller's credentials, not by file permissions.
 func (s *Server) Start() error {
 	p := s.cfg.SocketPath
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("workload: socket directory: %w", err)
+	}
 	if fi, err := os.Lstat(p); err == nil {
 		if fi.Mode().Type() != fs.ModeSocket {
 			return fmt.Errorf("workload: %s exists and is not a socket", p)
