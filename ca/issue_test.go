@@ -329,3 +329,28 @@ func TestURLBase(t *testing.T) {
 		t.Fatalf("SetURLs for the root: %v, want ErrInvalid", err)
 	}
 }
+
+// CheckIssue answers as Issue would, and issues nothing.
+func TestCheckIssue(t *testing.T) {
+	c, _ := newTestCA(t)
+	must(t, c.CheckIssue(bg, "web", IssueRequest{URIs: []string{"spiffe://example.org/ns/a/sa/b"}}))
+	for name, tc := range map[string]struct {
+		role string
+		ir   IssueRequest
+		want error
+	}{
+		"URI outside the role": {"web", IssueRequest{URIs: []string{"spiffe://other.org/ns/a/sa/b"}}, ErrInvalid},
+		"TTL over the maximum": {"web", IssueRequest{URIs: []string{"spiffe://example.org/ns/a/sa/b"}, TTL: 10000 * time.Hour}, ErrInvalid},
+		"no such role":         {"nope", IssueRequest{URIs: []string{"spiffe://example.org/ns/a/sa/b"}}, ErrNotFound},
+		"malformed URI":        {"web", IssueRequest{URIs: []string{"spiffe://%zz"}}, ErrInvalid},
+	} {
+		if err := c.CheckIssue(bg, tc.role, tc.ir); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", name, err, tc.want)
+		}
+	}
+	page, err := c.List(bg, Filter{})
+	must(t, err)
+	if len(page.Certs) != 0 {
+		t.Fatalf("CheckIssue issued %d certificates", len(page.Certs))
+	}
+}
