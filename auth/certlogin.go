@@ -21,7 +21,8 @@ const (
 // handshake proved possession of the leaf's key; the certificates must never
 // come from anywhere else (a header, a body). The chain must verify against
 // the role's CA certificates for client authentication at the Clock's time,
-// and the leaf must satisfy the role's constraints. The token is an orphan
+// and the leaf must satisfy the role's constraints and, when the Config has
+// a RevocationChecker, not be revoked. The token is an orphan
 // with the role's policies, and expires no later than the leaf.
 func (s *Service) LoginWithCert(ctx context.Context, peerCerts []*x509.Certificate, roleName string) (string, *Token, error) {
 	if len(peerCerts) == 0 || peerCerts[0] == nil {
@@ -59,6 +60,15 @@ func (s *Service) LoginWithCert(ctx context.Context, peerCerts []*x509.Certifica
 	}
 	if why := role.mismatch(leaf); why != "" {
 		return "", nil, fmt.Errorf("%w: certificate login: role %q: %s", ErrPermissionDenied, role.Name, why)
+	}
+	if rc := s.cfg.Revocation; rc != nil {
+		revoked, err := rc.Revoked(ctx, leaf)
+		if err != nil {
+			return "", nil, fmt.Errorf("auth: certificate login: role %q: revocation check: %w", role.Name, err)
+		}
+		if revoked {
+			return "", nil, fmt.Errorf("%w: certificate login: role %q: the certificate is revoked", ErrPermissionDenied, role.Name)
+		}
 	}
 
 	t, err := s.newChild(nil, TokenRequest{

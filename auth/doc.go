@@ -23,8 +23,11 @@
 //     tokens and cannot be deleted.
 //   - Certificate login verifies the presented chain against the role's CA
 //     certificates for client authentication, at the Clock's time, before
-//     any other constraint, and never issues a token that outlives the
-//     certificate.
+//     any other constraint, refuses a certificate that the configured
+//     RevocationChecker reports revoked (and refuses every login while that
+//     check fails), and never issues a token that outlives the certificate.
+//     Tokens issued before a revocation stay valid until they expire or are
+//     revoked, as in Vault; they never outlive the certificate.
 //   - Errors wrap one of ErrInvalid, ErrNotFound, ErrPermissionDenied or
 //     ErrExpired, or a storage error; none holds a token.
 package auth

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
@@ -54,6 +55,17 @@ type Config struct {
 	// MaxTTL caps the lifetime of every token but root tokens, renewals
 	// included.
 	MaxTTL time.Duration
+	// Revocation, when set, is asked about every client certificate that
+	// passes the other checks of a certificate login; a revoked one is
+	// refused, and so is every login while it fails (fail closed).
+	Revocation RevocationChecker
+}
+
+// RevocationChecker tells whether a verified client certificate was
+// revoked by its issuer. The node gives one backed by custos's own CA
+// inventory; it reports false for a certificate it knows nothing about.
+type RevocationChecker interface {
+	Revoked(ctx context.Context, cert *x509.Certificate) (bool, error)
 }
 
 // DefaultConfig returns a Config with a 24-hour default and a 32-day

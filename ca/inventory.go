@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"strings"
@@ -203,6 +204,42 @@ func (c *CA) getCert(ctx context.Context, serial string, opts ...raftstore.ReadO
 	}
 	cert, err := c.toCert(raw, c.now())
 	return cert, err == nil, err
+}
+
+// Revoked reports whether cert, presented by a client, was revoked by this
+// CA. A certificate that no issuer of this CA signed is not this CA's to
+// judge: false. One that an issuer of this CA signed but that is not in the
+// inventory is reported revoked, since every certificate is recorded before
+// it is handed out. The inventory is read linearizably.
+func (c *CA) Revoked(ctx context.Context, cert *x509.Certificate) (bool, error) {
+	if cert == nil || cert.SerialNumber == nil || cert.SerialNumber.Sign() <= 0 {
+		return false, fmt.Errorf("%w: no certificate", ErrInvalid)
+	}
+	set, err := c.issuers(ctx)
+	if errors.Is(err, ErrNotInitialized) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	iss := set.issuerOf(cert)
+	if iss == nil {
+		c.setCache(nil) // an intermediate made elsewhere in the last CacheTTL
+		if set, err = c.issuers(ctx); err != nil {
+			return false, err
+		}
+		if iss = set.issuerOf(cert); iss == nil {
+			return false, nil
+		}
+	}
+	rec, found, err := c.getCert(ctx, serialString(cert.SerialNumber))
+	if err != nil {
+		return false, err
+	}
+	if !found || rec.Issuer != iss.id || !bytes.Equal(rec.Certificate.Raw, cert.Raw) {
+		return true, nil
+	}
+	return rec.Status == StatusRevoked, nil
 }
 
 // Revocation reasons (RFC 5280, 5.3.1) that Revoke accepts: all but 7

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
 	"net/http"
 	"os"
 	"testing"
@@ -52,4 +53,68 @@ func TestCertificateLoginOverMutualTLS(t *testing.T) {
 	if status, code, _ := login(stranger.NodeCert(t, "web-1")); status != http.StatusForbidden {
 		t.Fatalf("login with a certificate from another CA: %d %s", status, code)
 	}
+}
+
+// certLogin logs in over mutual TLS with cert to role on n.
+func certLogin(t *testing.T, tc *testCluster, n *Node, cert tls.Certificate, role string) (int, string, api.TokenResponse) {
+	t.Helper()
+	pemCA, err := os.ReadFile(tc.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemCA)
+	cl := &client{t: t, base: n.APIURL(), hc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+	}}}
+	var tr api.TokenResponse
+	status, code := cl.do("POST", "/v1/auth/cert/login", api.CertLoginRequest{Role: role}, &tr)
+	return status, code, tr
+}
+
+// A client certificate from custos's own CA logs in through a role that
+// trusts that CA until custos revokes it; from then on it is refused.
+func TestCertificateLoginRefusesACertificateCustosRevoked(t *testing.T) {
+	tc := newTestCluster(t, 1)
+	n := tc.nodes[0]
+	c := newClient(t, n, tc.caFile)
+	c.token = tc.root
+	yes := true
+	c.must("PUT", "/v1/ca/roles/clients", api.CARole{
+		AllowedDomains: []string{"example.com"}, AllowSubdomains: true, ClientFlag: &yes, TTL: "1h", MaxTTL: "2h",
+	}, nil)
+	var issued api.CACertificateResponse
+	c.must("POST", "/v1/ca/issue/clients", api.CAIssueRequest{CommonName: "web-1.example.com"}, &issued)
+	cert, err := tls.X509KeyPair([]byte(issued.Certificate+"\n"+issued.Chain[0]), []byte(issued.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootPEM := fetchRoots(t, tc, n)
+	c.must("PUT", "/v1/auth/cert/roles/custos-clients", map[string]any{
+		"ca_certificates": rootPEM, "allowed_common_names": []string{"web-*"}, "policies": []string{"default"},
+	}, nil)
+
+	status, code, tr := certLogin(t, tc, n, cert, "custos-clients")
+	if status != http.StatusOK || tr.ClientToken == "" {
+		t.Fatalf("login before revocation: %d %s", status, code)
+	}
+	c.must("POST", "/v1/ca/revoke", api.CARevokeRequest{Serial: issued.Serial, Reason: 1}, nil)
+	if status, code, tr := certLogin(t, tc, n, cert, "custos-clients"); status != http.StatusForbidden || tr.ClientToken != "" {
+		t.Fatalf("login with a revoked certificate: %d %s", status, code)
+	}
+}
+
+func fetchRoots(t *testing.T, tc *testCluster, n *Node) string {
+	t.Helper()
+	c := newClient(t, n, tc.caFile)
+	resp, err := c.hc.Get(n.APIURL() + "/v1/ca/roots")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("roots: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
 }

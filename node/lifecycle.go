@@ -285,10 +285,6 @@ func (n *Node) activationSteps() []activationStep {
 			}
 			return err
 		}},
-		{"auth", func(ctx context.Context, a *activation) (err error) {
-			a.auth, err = auth.New(ctx, auth.Config{Storage: n.barrier, Clock: nil, DefaultTTL: auth.DefaultConfig().DefaultTTL, MaxTTL: auth.DefaultConfig().MaxTTL})
-			return err
-		}},
 		{"audit key", func(ctx context.Context, a *activation) (err error) {
 			if a.auditKey, err = n.auditKey(ctx); err == nil {
 				a.onUndo(func() { clear(a.auditKey) })
@@ -301,6 +297,12 @@ func (n *Node) activationSteps() []activationStep {
 			ccfg.Storage, ccfg.KMS, ccfg.IsLeader, ccfg.Logger = n.barrier, a.k, n.store.IsLeader, n.log
 			ccfg.URLBase = n.pkiURLBase()
 			a.authority, err = ca.New(ctx, ccfg)
+			return err
+		}},
+		{"auth", func(ctx context.Context, a *activation) (err error) {
+			cfg := auth.DefaultConfig()
+			cfg.Storage, cfg.Revocation = n.barrier, a.authority // certificate login refuses what the CA revoked
+			a.auth, err = auth.New(ctx, cfg)
 			return err
 		}},
 		{"ACME", func(ctx context.Context, a *activation) (err error) {
