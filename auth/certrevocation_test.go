@@ -68,4 +68,3 @@ func TestLoginWithCertAsksTheRevocationChecker(t *testing.T) {
 		t.Fatalf("error %v does not wrap the checker's", err)
 	}
 }
-
