@@ -29,7 +29,7 @@ const (
 	tableRoles = "ca.roles" // role name -> Role
 	tableCerts = "ca.certs" // serial (lower hex) -> certificate record
 	tableIndex = "ca.index" // exp/, role/, rev/ index entries
-	tableCRL   = "ca.crl"   // issuer ID -> stored CRL; dirty/<issuer ID> -> nonce
+	tableCRL   = "ca.crl"   // issuer ID -> CRL head; dirty/<issuer ID> -> nonce; chunk/<issuer ID>/... -> CRL DER chunks
 )
 
 var tables = []string{tableState, tableRoles, tableCerts, tableIndex, tableCRL}
@@ -163,6 +163,7 @@ type CA struct {
 	linters  sync.Map // issuer ID -> *linter
 
 	crlMu sync.Mutex // one CRL generation at a time on this node
+	crls  crlCache   // the DER of chunked CRLs read or made here
 }
 
 // New validates cfg and creates the CA's tables (safe at every start, on

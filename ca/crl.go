@@ -2,23 +2,29 @@ package ca
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"time"
 
 	"github.com/custos-pki/custos/raftstore"
 )
 
-// storedCRL is the current CRL of one issuer, at tableCRL/issuer ID.
+// storedCRL is the head of the current CRL of one issuer, at
+// tableCRL/issuer ID. A small CRL is inline (DER); a large one is in
+// Chunks values of at most crlChunkSize bytes at chunkKey(issuer, Number,
+// Gen, i), written before the head that names them, so that no CRL is
+// bounded by the store's value size.
 type storedCRL struct {
 	Number     uint64    `json:"number"`
 	ThisUpdate time.Time `json:"this_update"`
 	NextUpdate time.Time `json:"next_update"`
-	DER        []byte    `json:"der"`
+	DER        []byte    `json:"der,omitempty"`
+	Gen        string    `json:"gen,omitempty"`
+	Chunks     int       `json:"chunks,omitempty"`
+	Size       int       `json:"size,omitempty"`
+	SHA256     []byte    `json:"sha256,omitempty"`
 }
 
 // dirtyKey marks an issuer's CRL stale: Revoke writes a new nonce there,
@@ -46,32 +52,39 @@ func (c *CA) IssuerCRL(ctx context.Context, issuerID string) ([]byte, error) {
 // crl serves the stored CRL. The leader first remakes it when it is
 // missing, stale or past half its validity; followers serve what is stored.
 func (c *CA) crl(ctx context.Context, issuerID string) ([]byte, error) {
-	rec, _, stale, err := c.readCRL(ctx, issuerID)
-	if err != nil {
-		return nil, err
-	}
-	if c.cfg.IsLeader() && (rec == nil || stale != nil || c.due(rec)) {
-		der, err := c.refreshCRL(ctx, issuerID)
-		if err == nil {
-			return der, nil
-		}
-		if rec == nil {
+	for range 3 {
+		rec, _, stale, err := c.readCRL(ctx, issuerID)
+		if err != nil {
 			return nil, err
 		}
-		c.log.Warn("ca: CRL not remade; serving the stored one", "issuer", issuerID, "error", err)
+		if c.cfg.IsLeader() && (rec == nil || stale != nil || c.due(rec)) {
+			der, err := c.refreshCRL(ctx, issuerID)
+			if err == nil {
+				return der, nil
+			}
+			if rec == nil {
+				return nil, err
+			}
+			c.log.Warn("ca: CRL not remade; serving the stored one", "issuer", issuerID, "error", err)
+		}
+		if rec == nil {
+			return nil, fmt.Errorf("%w: no CRL yet for issuer %s", ErrNotFound, issuerID)
+		}
+		der, err := c.crlDER(ctx, issuerID, rec)
+		if errors.Is(err, errCRLMoved) {
+			continue // replaced while it was read: read the new head
+		}
+		return der, err
 	}
-	if rec == nil {
-		return nil, fmt.Errorf("%w: no CRL yet for issuer %s", ErrNotFound, issuerID)
-	}
-	return rec.DER, nil
+	return nil, fmt.Errorf("%w: the CRL of %s kept changing while it was read", ErrConflict, issuerID)
 }
 
 func (c *CA) due(rec *storedCRL) bool {
 	return !c.now().Before(rec.ThisUpdate.Add(rec.NextUpdate.Sub(rec.ThisUpdate) / 2))
 }
 
-// readCRL returns the stored CRL (nil if none) with its raw value, and the
-// stale marker (nil if the CRL is current).
+// readCRL returns the stored CRL head (nil if none) with its raw value,
+// and the stale marker (nil if the CRL is current).
 func (c *CA) readCRL(ctx context.Context, issuerID string) (rec *storedCRL, raw, stale []byte, err error) {
 	raw, found, err := c.get(ctx, tableCRL, []byte(issuerID))
 	if err != nil {
@@ -91,9 +104,11 @@ func (c *CA) readCRL(ctx context.Context, issuerID string) (rec *storedCRL, raw,
 }
 
 // refreshCRL makes and stores a new CRL for an issuer, numbered one above
-// the stored one. The write is a compare-and-swap on the stored CRL and on
-// the stale marker, so the number strictly increases whoever writes, and a
-// revocation that lands while the CRL is made forces another round.
+// the stored one, unless a CRL made while this call waited for another
+// one already covers every revocation. The head is written by
+// compare-and-swap, so the number strictly increases whoever writes. A
+// revocation that lands while the CRL is made leaves its issuer marked
+// stale: the new CRL is stored anyway and the next one includes it.
 func (c *CA) refreshCRL(ctx context.Context, issuerID string) ([]byte, error) {
 	c.crlMu.Lock()
 	defer c.crlMu.Unlock()
@@ -116,6 +131,13 @@ func (c *CA) refreshCRL(ctx context.Context, issuerID string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		if rec != nil && stale == nil && !c.due(rec) {
+			der, err := c.crlDER(ctx, issuerID, rec)
+			if !errors.Is(err, errCRLMoved) {
+				return der, err
+			}
+			continue
+		}
 		var number uint64 = 1
 		if rec != nil {
 			number = rec.Number + 1
@@ -124,47 +146,58 @@ func (c *CA) refreshCRL(ctx context.Context, issuerID string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := c.writeChunks(ctx, issuerID, newRec, der); err != nil {
+			return nil, err
+		}
 		newRaw, _ := json.Marshal(newRec)
+		head := raftstore.Op{Kind: raftstore.OpCAS, Table: tableCRL, Key: []byte(issuerID), Old: raw, Value: newRaw}
 		res, err := c.store.Txn(ctx, []raftstore.Op{
-			{Kind: raftstore.OpCAS, Table: tableCRL, Key: []byte(issuerID), Old: raw, Value: newRaw},
-			{Kind: raftstore.OpCAS, Table: tableCRL, Key: dirtyKey(issuerID), Old: stale, Delete: true},
+			head, {Kind: raftstore.OpCAS, Table: tableCRL, Key: dirtyKey(issuerID), Old: stale, Delete: true},
 		})
+		if err == nil && !res.Succeeded && res.FailedOp == 1 { // revoked meanwhile: store this one, stay stale
+			res, err = c.store.Txn(ctx, []raftstore.Op{head})
+		}
 		if err != nil {
 			return nil, fmt.Errorf("ca: store CRL: %w", err)
 		}
-		if res.Succeeded {
-			return der, nil
+		if !res.Succeeded {
+			c.dropChunks(ctx, issuerID, newRec)
+			continue
 		}
+		c.keepCRL(issuerID, newRec, der)
+		c.pruneChunks(ctx, issuerID, number)
+		return der, nil
 	}
 	return nil, fmt.Errorf("%w: the CRL of %s kept changing", ErrConflict, issuerID)
 }
 
 // makeCRL signs a CRL of every revoked, unexpired certificate of iss and
-// checks its signature.
+// checks its signature. The entries are read a page at a time and encoded
+// as they come.
 func (c *CA) makeCRL(ctx context.Context, iss *issuer, number uint64) ([]byte, *storedCRL, error) {
 	now := c.now()
-	tmpl := &x509.RevocationList{
-		Number:     new(big.Int).SetUint64(number),
-		ThisUpdate: now,
-		NextUpdate: now.Add(c.cfg.CRLValidity),
+	t := crlTemplate{issuer: iss.cert, number: number, thisUpdate: now, nextUpdate: now.Add(c.cfg.CRLValidity)}
+	sig, err := signatureFor(iss.cert.PublicKey)
+	if err != nil {
+		return nil, nil, err
 	}
-	err := c.listAll(ctx, tableIndex, revPrefix(iss.id), nil, false, func(kv raftstore.KV) (bool, error) {
+	entries := newCRLEntries()
+	prefix := revPrefix(iss.id)
+	err = c.scan(ctx, tableIndex, prefix, func(kv raftstore.KV) error {
 		var e revEntry
 		if err := json.Unmarshal(kv.Value, &e); err != nil {
-			return false, fmt.Errorf("ca: revocation entry %s: %w", kv.Key, err)
+			return fmt.Errorf("ca: revocation entry %s: %w", kv.Key, err)
 		}
 		if !now.Before(e.NotAfter) {
-			return true, nil
+			return nil
 		}
-		serial, ok := new(big.Int).SetString(string(kv.Key[len(revPrefix(iss.id)):]), 16)
-		if !ok {
-			return false, fmt.Errorf("ca: revocation entry %s: bad serial", kv.Key)
-		}
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
-			SerialNumber: serial, RevocationTime: e.RevokedAt, ReasonCode: e.Reason,
-		})
-		return true, nil
+		return entries.add(kv.Key[len(prefix):], e.RevokedAt, e.Reason)
 	})
+	if err != nil {
+		return nil, nil, err
+	}
+	tbs, err := t.tbs(sig, entries)
+	entries = nil
 	if err != nil {
 		return nil, nil, err
 	}
@@ -172,18 +205,34 @@ func (c *CA) makeCRL(ctx context.Context, iss *issuer, number uint64) ([]byte, *
 	if err != nil {
 		return nil, nil, err
 	}
-	der, err := x509.CreateRevocationList(rand.Reader, tmpl, iss.cert, signer)
+	der, err := signCRL(tbs, sig, iss.cert, signer)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ca: sign CRL: %w", err)
+		return nil, nil, err
 	}
-	crl, err := x509.ParseRevocationList(der)
-	if err == nil {
-		err = crl.CheckSignatureFrom(iss.cert)
+	return der, &storedCRL{Number: number, ThisUpdate: t.thisUpdate, NextUpdate: t.nextUpdate}, nil
+}
+
+// scan calls fn for every entry of table under prefix, in key order. The
+// first page is read linearizably and the rest from this node's state,
+// which is then at least as new: one quorum check per scan, not per page.
+func (c *CA) scan(ctx context.Context, table string, prefix []byte, fn func(raftstore.KV) error) error {
+	o := raftstore.ListOptions{Prefix: prefix, Limit: raftstore.DefaultListLimit}
+	var opts []raftstore.ReadOption
+	for {
+		page, err := c.store.List(ctx, table, o, opts...)
+		if err != nil {
+			return err
+		}
+		for _, kv := range page.Items {
+			if err := fn(kv); err != nil {
+				return err
+			}
+		}
+		if page.Next == nil {
+			return nil
+		}
+		o.After, opts = page.Next, []raftstore.ReadOption{raftstore.Stale()}
 	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("ca: sign CRL: the signature does not verify: %w", err)
-	}
-	return der, &storedCRL{Number: number, ThisUpdate: tmpl.ThisUpdate, NextUpdate: tmpl.NextUpdate, DER: der}, nil
 }
 
 // Maintain does the CA's periodic work; the node calls it every minute or
