@@ -71,9 +71,11 @@ type Config struct {
 	// CRL when half of it has passed. OCSPValidity is the same for OCSP
 	// responses.
 	CRLValidity, OCSPValidity time.Duration
+	// OCSPCacheSize bounds the OCSP responses a node keeps to serve again.
+	OCSPCacheSize int
 	// CacheTTL bounds how long a node uses the issuers it read before it
 	// reads them again: a rotation made on another node takes effect here
-	// within CacheTTL.
+	// within CacheTTL. It also bounds how stale an OCSP answer can be.
 	CacheTTL time.Duration
 	// URLBase, when set (http://pki.example.com or
 	// https://custos.example:8200), puts the OCSP, CA issuers and CRL URLs
@@ -98,6 +100,7 @@ func DefaultConfig() Config {
 		Backdate:        time.Minute,
 		CRLValidity:     24 * time.Hour,
 		OCSPValidity:    4 * time.Hour,
+		OCSPCacheSize:   1 << 16,
 		CacheTTL:        5 * time.Second,
 		Logger:          slog.Default(),
 	}
@@ -135,6 +138,8 @@ func (c Config) Validate() error {
 		return bad("CRLValidity and OCSPValidity must be at least 1m")
 	case c.CacheTTL <= 0:
 		return bad("CacheTTL must be positive")
+	case c.OCSPCacheSize <= 0:
+		return bad("OCSPCacheSize must be positive")
 	}
 	if _, err := issuerKeyType(c.KeyType); err != nil {
 		return bad("KeyType: %v", err)
@@ -164,6 +169,7 @@ type CA struct {
 
 	crlMu sync.Mutex // one CRL generation at a time on this node
 	crls  crlCache   // the DER of chunked CRLs read or made here
+	ocsp  ocspCache  // OCSP responses made here
 }
 
 // New validates cfg and creates the CA's tables (safe at every start, on

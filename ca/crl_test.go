@@ -210,10 +210,11 @@ func checkLargeCRL(t *testing.T, n int) {
 // revocations) is still made, stored and served.
 func TestCRLBeyondOneStoreValue(t *testing.T) { checkLargeCRL(t, 30000) }
 
-// A million revocations. Slow: skipped with -short.
+// A million revocations. Slow (about a minute, several under the race
+// detector): skipped with -short and with -race.
 func TestCRLOfAMillionRevocations(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a million revocations: run without -short")
+	if testing.Short() || raceEnabled {
+		t.Skip("a million revocations: run without -short and -race")
 	}
 	start := time.Now()
 	checkLargeCRL(t, 1_000_000)

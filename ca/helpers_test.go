@@ -22,6 +22,7 @@ import (
 
 	"github.com/custos-pki/custos/internal/testutil"
 	"github.com/custos-pki/custos/kms"
+	"github.com/custos-pki/custos/raftstore"
 )
 
 var bg = context.Background()
@@ -50,6 +51,7 @@ func (c *fakeClock) Add(d time.Duration) {
 // stack is the real storage under a CA: a one-node durable raftstore, an
 // unsealed barrier over it and a KMS.
 type stack struct {
+	store   *raftstore.Store
 	barrier *kms.Barrier
 	kms     *kms.KMS
 	clock   *fakeClock
@@ -59,7 +61,8 @@ type stack struct {
 func newStack(t testing.TB) *stack {
 	t.Helper()
 	clock := newFakeClock()
-	b, err := kms.NewBarrier(testutil.SingleNode(t), clock)
+	store := testutil.SingleNode(t)
+	b, err := kms.NewBarrier(store, clock)
 	must(t, err)
 	keyFile := filepath.Join(t.TempDir(), "unseal.key")
 	must(t, kms.GenerateKeyFile(keyFile))
@@ -70,7 +73,7 @@ func newStack(t testing.TB) *stack {
 	kcfg.Clock = clock
 	k, err := kms.New(b, kcfg)
 	must(t, err)
-	s := &stack{barrier: b, kms: k, clock: clock}
+	s := &stack{store: store, barrier: b, kms: k, clock: clock}
 	s.leader.Store(true)
 	return s
 }

@@ -247,9 +247,11 @@ func (c *CA) Revoked(ctx context.Context, cert *x509.Certificate) (bool, error) 
 func validReason(r int) bool { return r >= 0 && r <= 10 && r != 7 && r != 8 }
 
 // Revoke revokes a certificate with an RFC 5280 reason code. Revoking a
-// revoked certificate fails with ErrAlreadyRevoked. The issuer's CRL is
-// marked stale in the same transaction; on the leader it is remade before
-// Revoke returns, elsewhere at the leader's next Maintain.
+// revoked certificate fails with ErrAlreadyRevoked. In the same
+// transaction the issuer's CRL is marked stale and its revocation epoch
+// replaced, which tells every node's OCSP cache to look again; on the
+// leader the CRL is remade before Revoke returns, elsewhere at the
+// leader's next Maintain.
 func (c *CA) Revoke(ctx context.Context, serial string, reason int) (Cert, error) {
 	if !validReason(reason) {
 		return Cert{}, fmt.Errorf("%w: reason %d: want an RFC 5280 reason code (0-6, 9, 10)", ErrInvalid, reason)
@@ -282,6 +284,7 @@ func (c *CA) Revoke(ctx context.Context, serial string, reason int) (Cert, error
 			{Kind: raftstore.OpCAS, Table: tableCerts, Key: []byte(s), Old: raw, Value: newRaw},
 			{Kind: raftstore.OpPut, Table: tableIndex, Key: revKey(rec.Issuer, s), Value: entry},
 			{Kind: raftstore.OpPut, Table: tableCRL, Key: dirtyKey(rec.Issuer), Value: nonce},
+			{Kind: raftstore.OpPut, Table: tableCRL, Key: epochKey(rec.Issuer), Value: nonce},
 		})
 		if err != nil {
 			return Cert{}, fmt.Errorf("revoke %s: %w", s, err)
