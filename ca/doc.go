@@ -42,13 +42,43 @@
 //
 // Every certificate from every path (REST, ACME, the step API) is recorded
 // by serial with indexes by expiry, role and revocation. Revoking twice is a
-// conflict (ErrAlreadyRevoked), as RFC 8555 "alreadyRevoked" is. CRLs are
-// made on the leader only, one per live issuer, with a number that strictly
-// increases (written by compare-and-swap), and stored; followers serve the
-// stored CRL. A revocation marks its issuer's CRL stale in the same
-// transaction, and the leader regenerates it at once (on the leader) or at
-// its next Maintain; a CRL is also remade when half its validity is over.
+// conflict (ErrAlreadyRevoked), as RFC 8555 "alreadyRevoked" is. Revoked
+// tells certificate login whether a client certificate was revoked here; a
+// certificate an issuer of this CA signed that the inventory does not hold
+// counts as revoked.
+//
+// CRLs are made on the leader only, one per live issuer, with a number that
+// strictly increases (written by compare-and-swap), and stored; followers
+// serve the stored CRL. A revocation marks its issuer's CRL stale in the
+// same transaction, and the leader regenerates it at once (on the leader) or
+// at its next Maintain; a CRL is also remade when half its validity is over.
+// Revocations that arrive while one is made are covered by the next; callers
+// that wait for the same CRL share it. A CRL has no size limit: its entries
+// are read a page at a time and encoded as they come (memory about the size
+// of the CRL, some 49 bytes an entry), and one over 256 KiB is stored in
+// chunks under a new generation before the head that names it, with the
+// chunks of older CRLs deleted after. A node keeps the last chunked CRL it
+// read, so serving it again costs one read of the head. A million
+// revocations make a CRL of about 47 MiB; a relying party that cannot take
+// that wants partitioned CRLs, which custos does not make yet.
+//
 // The OCSP responder (RFC 6960) signs with the issuing intermediate itself.
+// Each node caches its responses (at most Config.OCSPCacheSize, keyed by
+// issuer, hash algorithm and serial) and serves one again until half its
+// validity (Config.OCSPValidity) has passed: a flood of requests costs one
+// signature and no Raft traffic, on followers as on the leader. Every
+// revocation replaces its issuer's revocation epoch in the transaction that
+// revokes; a cached response is served only while the epoch, read from the
+// node's own state, is unchanged, and otherwise the certificate's status is
+// read again and the response signed again if it changed. The node's state
+// is checked against the cluster by one linearizable read per CacheTTL, not
+// per request. So an answer reflects every revocation acknowledged more
+// than CacheTTL (5 s by default) before the request, and on the node that
+// revoked, every revocation at all; a node that cannot reach the leader
+// answers tryLater once CacheTTL has passed. Requests for serials this CA
+// never issued get a signed "unknown" and are cached like the others, so a
+// client asking for random serials costs a signature each: rate-limit the
+// public OCSP route in front of custos if that matters.
 //
 // # Errors
 //
