@@ -2,10 +2,14 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/custos-pki/custos/raftstore"
 )
 
 const (
@@ -80,7 +84,48 @@ func (s *Service) LoginWithCert(ctx context.Context, peerCerts []*x509.Certifica
 	}
 	t.ExpiresAt = earliest(t.ExpiresAt, leaf.NotAfter.UTC())
 	t.MaxExpiresAt = earliest(t.MaxExpiresAt, leaf.NotAfter.UTC())
-	return s.insert(ctx, t, nil)
+	return s.insertFor(ctx, t, nil, certID(leaf))
+}
+
+// certID names a certificate by its issuer and serial: the first 16 bytes
+// of the SHA-256 of the issuer's name and the serial, both in hex.
+func certID(c *x509.Certificate) string {
+	h := sha256.Sum256(c.RawIssuer)
+	return hex.EncodeToString(h[:16]) + "." + c.SerialNumber.Text(16)
+}
+
+func certTokenKey(cert, accessor string) []byte { return []byte(cert + "/" + accessor) }
+
+// RevokeCertTokens revokes every token that a login with cert (matched by
+// issuer name and serial) created, with their descendants, and returns how
+// many tokens it removed. The node calls it when the CA revokes a
+// certificate.
+func (s *Service) RevokeCertTokens(ctx context.Context, cert *x509.Certificate) (int, error) {
+	if cert == nil || cert.SerialNumber == nil {
+		return 0, fmt.Errorf("%w: no certificate", ErrInvalid)
+	}
+	var hashes [][]byte
+	err := s.listAll(ctx, tableCertToks, []byte(certID(cert)+"/"), false, func(kv raftstore.KV) error {
+		hashes = append(hashes, kv.Value)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, h := range hashes {
+		m, err := s.revokeTree(ctx, h)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	if len(hashes) > n { // entries whose tokens are gone (none are expected)
+		err = s.listAll(ctx, tableCertToks, []byte(certID(cert)+"/"), true, func(kv raftstore.KV) error {
+			return s.store.Delete(ctx, tableCertToks, kv.Key)
+		})
+	}
+	return n, err
 }
 
 // mismatch returns why leaf fails the role's name constraints, or "".

@@ -7,8 +7,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/custos-pki/custos/internal/testutil"
+	"github.com/custos-pki/custos/raftstore"
 )
 
 // revocationList is a RevocationChecker over a set of serials; err, when
@@ -66,5 +68,49 @@ func TestLoginWithCertAsksTheRevocationChecker(t *testing.T) {
 	}
 	if !errors.Is(err, rl.err) {
 		t.Fatalf("error %v does not wrap the checker's", err)
+	}
+}
+
+// RevokeCertTokens revokes the tokens one certificate logged in for, and
+// their children, and no others; expired ones leave the index with Tidy.
+func TestRevokeCertTokens(t *testing.T) {
+	s, clock := newService(t)
+	ctx := context.Background()
+	ca := testCA(t, "workload CA")
+	wantErr(t, s.WriteCertRole(ctx, CertRole{Name: "web", CACertificates: pemOf(ca.Cert), Policies: []string{"app"}, TTL: time.Hour}), nil)
+	wantErr(t, s.WritePolicy(ctx, "app", []byte(`{"path": {"auth/token/create": {"capabilities": ["update"]}}}`)), nil)
+	leaf, _ := issue(t, ca.Cert, ca.Key, certOpts{cn: "web-1"})
+	other, _ := issue(t, ca.Cert, ca.Key, certOpts{cn: "web-2"})
+	login := func(c *x509.Certificate) string {
+		t.Helper()
+		tok, _, err := s.LoginWithCert(ctx, []*x509.Certificate{c}, "web")
+		wantErr(t, err, nil)
+		return tok
+	}
+	a, b, keep := login(leaf), login(leaf), login(other)
+	child, _, err := s.CreateToken(ctx, a, TokenRequest{Policies: []string{"app"}})
+	wantErr(t, err, nil)
+
+	n, err := s.RevokeCertTokens(ctx, leaf)
+	wantErr(t, err, nil)
+	if n != 3 {
+		t.Fatalf("revoked %d tokens, want 3", n)
+	}
+	for _, tok := range []string{a, b, child} {
+		_, err := s.Lookup(ctx, tok)
+		wantErr(t, err, ErrPermissionDenied)
+	}
+	_, err = s.Lookup(ctx, keep)
+	wantErr(t, err, nil)
+	if n, err := s.RevokeCertTokens(ctx, leaf); err != nil || n != 0 {
+		t.Fatalf("again: %d, %v", n, err)
+	}
+
+	// An expired login token leaves the index when Tidy removes it.
+	clock.Add(2 * time.Hour)
+	_, err = s.Tidy(ctx)
+	wantErr(t, err, nil)
+	if page, err := s.store.List(ctx, tableCertToks, raftstore.ListOptions{}); err != nil || len(page.Items) != 0 {
+		t.Fatalf("index after Tidy: %d entries, %v", len(page.Items), err)
 	}
 }

@@ -26,8 +26,12 @@
 //     any other constraint, refuses a certificate that the configured
 //     RevocationChecker reports revoked (and refuses every login while that
 //     check fails), and never issues a token that outlives the certificate.
-//     Tokens issued before a revocation stay valid until they expire or are
-//     revoked, as in Vault; they never outlive the certificate.
+//     Login tokens are indexed by the certificate's issuer name and serial,
+//     and RevokeCertTokens revokes those of one certificate with their
+//     descendants: the node calls it when custos's CA revokes a
+//     certificate (Vault keeps such tokens). That runs after the
+//     revocation, on the node that revoked; if it fails it is logged, and
+//     the tokens still end no later than the certificate.
 //   - Errors wrap one of ErrInvalid, ErrNotFound, ErrPermissionDenied or
 //     ErrExpired, or a storage error; none holds a token.
 package auth

@@ -162,6 +162,9 @@ func (s *Service) revokeTree(ctx context.Context, hash []byte) (int, error) {
 	if r.Parent != "" {
 		ops = append(ops, raftstore.Op{Kind: raftstore.OpDelete, Table: tableChildren, Key: childKey(r.Parent, r.Accessor)})
 	}
+	if r.Cert != "" {
+		ops = append(ops, raftstore.Op{Kind: raftstore.OpDelete, Table: tableCertToks, Key: certTokenKey(r.Cert, r.Accessor)})
+	}
 	if _, err := s.store.Txn(ctx, ops); err != nil {
 		return n, fmt.Errorf("auth: revoke token: %w", err)
 	}

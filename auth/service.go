@@ -40,9 +40,10 @@ const (
 	tablePolicies  = "auth.policies"  // policy name -> document as written
 	tableRoles     = "auth.certroles" // role name -> CertRole JSON
 	tableMeta      = "auth.meta"      // policyVersionKey -> random version
+	tableCertToks  = "auth.certtoks"  // certificate ID "/" accessor -> sha256(token), for tokens from certificate login
 )
 
-var tables = []string{tableTokens, tableAccessors, tableChildren, tablePolicies, tableRoles, tableMeta}
+var tables = []string{tableTokens, tableAccessors, tableChildren, tablePolicies, tableRoles, tableMeta, tableCertToks}
 
 // Config configures a Service.
 type Config struct {

@@ -72,6 +72,9 @@ type record struct {
 	// Revoking is set when revocation starts: the token is refused and can
 	// gain no children from then on.
 	Revoking bool `json:"revoking,omitempty"`
+	// Cert is the ID of the certificate a login token came from, the key
+	// prefix of its entry in tableCertToks.
+	Cert string `json:"cert,omitempty"`
 }
 
 // TokenRequest asks for a child token.
@@ -220,9 +223,15 @@ func (s *Service) ttls(ttl, maxTTL time.Duration) (time.Duration, time.Duration,
 // insert stores a new token in one transaction, which aborts if the parent
 // is being revoked (its accessor entry is gone).
 func (s *Service) insert(ctx context.Context, t *Token, parent *Token) (string, *Token, error) {
+	return s.insertFor(ctx, t, parent, "")
+}
+
+// insertFor is insert for a token from a login with the certificate whose
+// ID is cert, if not "": the token is indexed under it.
+func (s *Service) insertFor(ctx context.Context, t *Token, parent *Token, cert string) (string, *Token, error) {
 	tok, hash := newToken()
 	t.Accessor = newAccessor()
-	raw, err := json.Marshal(record{Token: *t})
+	raw, err := json.Marshal(record{Token: *t, Cert: cert})
 	if err != nil {
 		return "", nil, fmt.Errorf("auth: encode token: %w", err)
 	}
@@ -235,6 +244,9 @@ func (s *Service) insert(ctx context.Context, t *Token, parent *Token) (string, 
 	ops = append(ops,
 		raftstore.Op{Kind: raftstore.OpCAS, Table: tableTokens, Key: hash, Value: raw},
 		raftstore.Op{Kind: raftstore.OpCAS, Table: tableAccessors, Key: []byte(t.Accessor), Value: hash})
+	if cert != "" {
+		ops = append(ops, raftstore.Op{Kind: raftstore.OpPut, Table: tableCertToks, Key: certTokenKey(cert, t.Accessor), Value: hash})
+	}
 	res, err := s.store.Txn(ctx, ops)
 	if err != nil {
 		return "", nil, fmt.Errorf("auth: store token: %w", err)

@@ -82,6 +82,10 @@ type Config struct {
 	// of the API into every leaf certificate: <URLBase>/v1/ca/ocsp,
 	// /v1/ca/issuer/<issuer ID> and /v1/ca/crl/<issuer ID>.
 	URLBase string
+	// AfterRevoke, when set, is called on the node that revoked, after each
+	// revocation that succeeded: the node revokes the tokens that logged in
+	// with the certificate. An error is logged.
+	AfterRevoke func(ctx context.Context, cert Cert) error
 	// Logger reports what a caller cannot be told, such as a CRL that could
 	// not be remade after a revocation that succeeded.
 	Logger *slog.Logger

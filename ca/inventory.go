@@ -297,7 +297,13 @@ func (c *CA) Revoke(ctx context.Context, serial string, reason int) (Cert, error
 				c.log.Warn("ca: CRL not remade after a revocation; Maintain will retry", "issuer", rec.Issuer, "error", err)
 			}
 		}
-		return c.toCert(newRaw, c.now())
+		cert, err := c.toCert(newRaw, c.now())
+		if err == nil && c.cfg.AfterRevoke != nil {
+			if herr := c.cfg.AfterRevoke(ctx, cert); herr != nil {
+				c.log.Warn("ca: after revocation", "serial", s, "error", herr)
+			}
+		}
+		return cert, err
 	}
 	return Cert{}, fmt.Errorf("%w: serial %s kept changing", ErrConflict, s)
 }

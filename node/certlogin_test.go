@@ -73,7 +73,8 @@ func certLogin(t *testing.T, tc *testCluster, n *Node, cert tls.Certificate, rol
 }
 
 // A client certificate from custos's own CA logs in through a role that
-// trusts that CA until custos revokes it; from then on it is refused.
+// trusts that CA until custos revokes it; from then on it is refused, and
+// the token it got is revoked.
 func TestCertificateLoginRefusesACertificateCustosRevoked(t *testing.T) {
 	tc := newTestCluster(t, 1)
 	n := tc.nodes[0]
@@ -98,9 +99,17 @@ func TestCertificateLoginRefusesACertificateCustosRevoked(t *testing.T) {
 	if status != http.StatusOK || tr.ClientToken == "" {
 		t.Fatalf("login before revocation: %d %s", status, code)
 	}
+	tok := newClient(t, n, tc.caFile)
+	tok.token = tr.ClientToken
+	tok.must("GET", "/v1/auth/token/lookup-self", nil, nil)
+
 	c.must("POST", "/v1/ca/revoke", api.CARevokeRequest{Serial: issued.Serial, Reason: 1}, nil)
 	if status, code, tr := certLogin(t, tc, n, cert, "custos-clients"); status != http.StatusForbidden || tr.ClientToken != "" {
 		t.Fatalf("login with a revoked certificate: %d %s", status, code)
+	}
+	// The token that certificate got before is revoked with it.
+	if status, code := tok.do("GET", "/v1/auth/token/lookup-self", nil, nil); status != http.StatusForbidden {
+		t.Fatalf("token from the revoked certificate: %d %s", status, code)
 	}
 }
 

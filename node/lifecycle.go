@@ -296,6 +296,13 @@ func (n *Node) activationSteps() []activationStep {
 			ccfg := ca.DefaultConfig()
 			ccfg.Storage, ccfg.KMS, ccfg.IsLeader, ccfg.Logger = n.barrier, a.k, n.store.IsLeader, n.log
 			ccfg.URLBase = n.pkiURLBase()
+			ccfg.AfterRevoke = func(ctx context.Context, cert ca.Cert) error {
+				if a.auth == nil { // activation failed after this step
+					return nil
+				}
+				_, err := a.auth.RevokeCertTokens(ctx, cert.Certificate)
+				return err
+			}
 			a.authority, err = ca.New(ctx, ccfg)
 			return err
 		}},
