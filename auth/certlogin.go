@@ -25,8 +25,9 @@ const (
 // handshake proved possession of the leaf's key; the certificates must never
 // come from anywhere else (a header, a body). The chain must verify against
 // the role's CA certificates for client authentication at the Clock's time,
-// and the leaf must satisfy the role's constraints and, when the Config has
-// a RevocationChecker, not be revoked. The token is an orphan
+// and the leaf must satisfy the role's constraints and not be revoked: by
+// the Config's RevocationChecker, if any, nor on the role's CRL, if it
+// names one. The token is an orphan
 // with the role's policies, and expires no later than the leaf.
 func (s *Service) LoginWithCert(ctx context.Context, peerCerts []*x509.Certificate, roleName string) (string, *Token, error) {
 	if len(peerCerts) == 0 || peerCerts[0] == nil {
@@ -59,7 +60,8 @@ func (s *Service) LoginWithCert(ctx context.Context, peerCerts []*x509.Certifica
 			opts.Intermediates.AddCert(c)
 		}
 	}
-	if _, err := leaf.Verify(opts); err != nil {
+	chains, err := leaf.Verify(opts)
+	if err != nil {
 		return "", nil, fmt.Errorf("%w: certificate login: role %q: %v", ErrPermissionDenied, role.Name, err)
 	}
 	if why := role.mismatch(leaf); why != "" {
@@ -72,6 +74,15 @@ func (s *Service) LoginWithCert(ctx context.Context, peerCerts []*x509.Certifica
 		}
 		if revoked {
 			return "", nil, fmt.Errorf("%w: certificate login: role %q: the certificate is revoked", ErrPermissionDenied, role.Name)
+		}
+	}
+	if role.CRLURL != "" && len(chains) > 0 && len(chains[0]) > 1 {
+		revoked, err := s.revokedByCRL(ctx, role.CRLURL, leaf, chains[0][1])
+		if err != nil {
+			return "", nil, fmt.Errorf("auth: certificate login: role %q: %w", role.Name, err)
+		}
+		if revoked {
+			return "", nil, fmt.Errorf("%w: certificate login: role %q: the certificate is on the role's CRL", ErrPermissionDenied, role.Name)
 		}
 	}
 

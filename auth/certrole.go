@@ -43,6 +43,11 @@ type CertRole struct {
 	AllowedURIs        []string `json:"allowed_uris,omitempty"`
 	// Policies the token gets ("default" is added; "root" is refused).
 	Policies []string `json:"policies,omitempty"`
+	// CRLURL, if set, is where custos fetches the CRL of the CA that issues
+	// the role's clients (http or https; see crl.go). A certificate it lists
+	// cannot log in, and neither can any while the CRL cannot be used. A
+	// role with a CRL URL should trust a single issuing CA.
+	CRLURL string `json:"crl_url,omitempty"`
 	// TTL and MaxTTL of the token; 0 means the Config's. The token never
 	// outlives the certificate.
 	TTL    time.Duration `json:"ttl,omitempty"`
@@ -76,6 +81,9 @@ func (s *Service) validateRole(r *CertRole) (*x509.CertPool, error) {
 					ErrInvalid, r.Name, l.field, truncate(p, 64), maxGlobLen)
 			}
 		}
+	}
+	if err := checkCRLURL(r.CRLURL); err != nil {
+		return nil, fmt.Errorf("%w: role %q: %v", ErrInvalid, r.Name, err)
 	}
 	if slices.Contains(r.Policies, PolicyRoot) {
 		return nil, fmt.Errorf("%w: role %q: a certificate role cannot grant the root policy", ErrInvalid, r.Name)

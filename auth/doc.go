@@ -24,8 +24,11 @@
 //   - Certificate login verifies the presented chain against the role's CA
 //     certificates for client authentication, at the Clock's time, before
 //     any other constraint, refuses a certificate that the configured
-//     RevocationChecker reports revoked (and refuses every login while that
-//     check fails), and never issues a token that outlives the certificate.
+//     RevocationChecker reports revoked (custos's own CA) or that the CRL
+//     named by the role (crl_url, fetched from that URL only, size-capped,
+//     signature-checked, kept until its nextUpdate) lists, refuses every
+//     login while either check fails, and never issues a token that
+//     outlives the certificate. OCSP for outside issuers is not asked.
 //     Login tokens are indexed by the certificate's issuer name and serial,
 //     and RevokeCertTokens revokes those of one certificate with their
 //     descendants: the node calls it when custos's CA revokes a

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/custos-pki/custos/raftstore"
@@ -60,6 +61,12 @@ type Config struct {
 	// passes the other checks of a certificate login; a revoked one is
 	// refused, and so is every login while it fails (fail closed).
 	Revocation RevocationChecker
+	// CRLClient fetches the CRLs that certificate roles name (crl_url);
+	// nil means a client of its own. CRLTimeout bounds one fetch (0: 10 s)
+	// and MaxCRLSize the bytes read (0: 16 MiB).
+	CRLClient  *http.Client
+	CRLTimeout time.Duration
+	MaxCRLSize int64
 }
 
 // RevocationChecker tells whether a verified client certificate was
@@ -84,6 +91,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("auth: config: DefaultTTL must be positive, got %v", c.DefaultTTL)
 	case c.MaxTTL < c.DefaultTTL:
 		return fmt.Errorf("auth: config: MaxTTL (%v) must be at least DefaultTTL (%v)", c.MaxTTL, c.DefaultTTL)
+	case c.CRLTimeout < 0 || c.MaxCRLSize < 0:
+		return errors.New("auth: config: CRLTimeout and MaxCRLSize must not be negative")
 	}
 	return nil
 }
@@ -95,6 +104,7 @@ type Service struct {
 	store Storage
 	clock Clock
 	authz *Authorizer
+	crls  crlCache // the CRLs of certificate roles, by URL
 }
 
 // New validates cfg and creates the tables auth needs (safe at every start,
@@ -105,6 +115,15 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = systemClock{}
+	}
+	if cfg.CRLTimeout == 0 {
+		cfg.CRLTimeout = 10 * time.Second
+	}
+	if cfg.MaxCRLSize == 0 {
+		cfg.MaxCRLSize = 16 << 20
+	}
+	if cfg.CRLClient == nil {
+		cfg.CRLClient = &http.Client{Timeout: cfg.CRLTimeout}
 	}
 	for _, t := range tables {
 		if err := cfg.Storage.CreateTable(ctx, t); err != nil {
