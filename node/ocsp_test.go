@@ -3,8 +3,6 @@ package node
 import (
 	"bytes"
 	"crypto"
-	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"net/http"
 	"testing"
@@ -79,17 +77,4 @@ func TestOCSPOnAFollowerIsCachedAndSeesRevocations(t *testing.T) {
 
 	c.must("POST", "/v1/ca/revoke", api.CARevokeRequest{Serial: issued.Serial, Reason: 1}, nil)
 	waitFor(t, 60*time.Second, func() bool { _, r := ask(); return r.Status == ocsp.Revoked })
-}
-
-func parsePEMCert(t *testing.T, s string) *x509.Certificate {
-	t.Helper()
-	b, _ := pem.Decode([]byte(s))
-	if b == nil {
-		t.Fatal("no PEM certificate")
-	}
-	c, err := x509.ParseCertificate(b.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
