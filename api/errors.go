@@ -24,6 +24,7 @@ const (
 	CodeSealed           = "sealed"
 	CodeNotInitialized   = "not_initialized"
 	CodeUnavailable      = "unavailable"
+	CodeRateLimited      = "rate_limited"
 	CodeInternal         = "internal"
 )
 

@@ -143,6 +143,9 @@ func (s *Server) wrap(rt route) http.Handler {
 			r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
 		}
 		if rt.public {
+			if !s.shed.allowPublic(w, r, rt) {
+				return
+			}
 			s.serveAudited(w, r, rt, nil)
 			return
 		}

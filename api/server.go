@@ -76,6 +76,8 @@ type Config struct {
 	MaxBodyBytes int64
 	Registry     *prometheus.Registry // nil: a new registry
 	Logger       *slog.Logger
+	// Limits shed load; the zero value limits nothing.
+	Limits Limits
 }
 
 // Server is the HTTP handler of one node.
@@ -85,6 +87,7 @@ type Server struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	metrics *httpMetrics
+	shed    *shedder
 	mux     *chi.Mux
 }
 
@@ -108,8 +111,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if s.shed, err = newShedder(cfg.Limits, cfg.Registry); err != nil {
+		return nil, err
+	}
 	s.mux = chi.NewRouter()
-	s.mux.Use(s.recoverer, s.begin)
+	s.mux.Use(s.recoverer, s.begin, s.shed.middleware)
 	s.mux.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, Errorf(http.StatusNotFound, CodeNotFound, "no route for %s", r.URL.Path))
 	})

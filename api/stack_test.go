@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -39,6 +40,7 @@ type stackOptions struct {
 	maxBodyBytes int64 // Config.MaxBodyBytes; 0 is the default
 	withCA       bool  // add a CA service, not initialized
 	withSecrets  bool  // add a secret store
+	limits       Limits
 }
 
 // testStack is an API server over real services, and a client for it.
@@ -106,13 +108,17 @@ func newTestStack(t *testing.T, opts stackOptions) *testStack {
 		Node:         &testNode{svc: &Services{KMS: k, Auth: as, Audit: al, CA: s.ca, Secrets: s.secrets}},
 		MaxBodyBytes: opts.maxBodyBytes,
 		Logger:       slog.New(slog.DiscardHandler),
+		Limits:       opts.limits,
 	})
 	must(err)
-	var ts *httptest.Server
+	ts := httptest.NewUnstartedServer(s.server)
+	ts.Listener = s.server.Listener(ts.Listener)
+	ts.Config.ConnContext = s.server.ConnContext
+	ts.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	if opts.plainHTTP {
-		ts = httptest.NewServer(s.server)
+		ts.Start()
 	} else {
-		ts = httptest.NewTLSServer(s.server)
+		ts.StartTLS()
 	}
 	t.Cleanup(ts.Close)
 	s.url, s.client = ts.URL, ts.Client()

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/custos-pki/custos/auth"
+	"github.com/custos-pki/custos/kms"
 	"github.com/go-chi/chi/v5"
 )
 
@@ -75,6 +76,13 @@ func (s *Server) init(w http.ResponseWriter, r *http.Request) {
 	var req InitRequest
 	if err := decode(r, &req); err != nil {
 		writeError(w, r, err)
+		return
+	}
+	// Answer an initialised cluster from this node's own state: a refused
+	// init must cost no replicated write (the barrier's init would create
+	// its tables and try its compare-and-swap before finding out).
+	if s.node.Health(r.Context()).Initialized {
+		writeError(w, r, kms.ErrAlreadyInitialized)
 		return
 	}
 	resp, err := s.node.Init(r.Context(), req)
