@@ -148,6 +148,9 @@ type Config struct {
 	DefaultCertDuration time.Duration
 	MaxCertDuration     time.Duration
 
+	// RateLimits are the ACME rate limits (see RateLimits).
+	RateLimits RateLimits
+
 	// NonceLifetime is how long an ACME nonce stays usable.
 	NonceLifetime time.Duration
 	// MaxBodyBytes caps the body of an ACME request.
@@ -168,6 +171,7 @@ func DefaultConfig() Config {
 		ACMEProvisioner:     "acme",
 		DefaultCertDuration: 24 * time.Hour,
 		MaxCertDuration:     90 * 24 * time.Hour,
+		RateLimits:          DefaultRateLimits(),
 		NonceLifetime:       5 * time.Minute,
 		MaxBodyBytes:        64 << 10,
 		StoreTimeout:        30 * time.Second,
@@ -221,6 +225,9 @@ func (c Config) Validate() error {
 		if !a.IsValid() {
 			return bad("ListenAddrs", "holds an invalid address")
 		}
+	}
+	if err := c.RateLimits.Validate(); err != nil {
+		return err
 	}
 	if c.BaseURL != "" {
 		if _, err := parseBaseURL(c.BaseURL); err != nil {

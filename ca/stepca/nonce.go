@@ -1,6 +1,7 @@
 package stepca
 
 import (
+	"container/heap"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -23,25 +24,57 @@ import (
 // forward), so that node's set sees every use; after a leader change a nonce
 // used on the old leader could be used once more within its lifetime, which
 // a valid JWS signature still has to accompany.
+//
+// Step-ca consumes a nonce before it checks the signature, so anyone can
+// fill the set. It is bounded: past maxUsedNonces the entries that expire
+// first are dropped and every nonce expiring no later than they did is
+// refused from then on (a floor), so a dropped nonce can never be replayed;
+// under such a flood an honest client may get badNonce for an old nonce,
+// and retries with a fresh one, as RFC 8555 clients do.
 const (
 	nonceVersion = 1
 	nonceRandLen = 16
 	nonceMACLen  = 16
 	nonceLen     = 1 + 8 + nonceRandLen + nonceMACLen
+
+	// maxUsedNonces bounds the used set: about 10 MiB.
+	maxUsedNonces = 1 << 16
 )
 
 type nonces struct {
 	key      []byte
 	lifetime time.Duration
 	clock    kms.Clock
+	max      int
 
-	mu        sync.Mutex
-	used      map[[nonceLen]byte]int64 // nonce -> expiry (unix seconds)
-	nextSweep int64
+	mu    sync.Mutex
+	used  map[[nonceLen]byte]struct{}
+	byExp expiries // the used set again, soonest expiry first
+	floor int64    // nonces expiring at or before it are refused
 }
 
 func newNonces(key []byte, lifetime time.Duration, clock kms.Clock) *nonces {
-	return &nonces{key: key, lifetime: lifetime, clock: clock, used: map[[nonceLen]byte]int64{}}
+	return &nonces{key: key, lifetime: lifetime, clock: clock, max: maxUsedNonces, used: map[[nonceLen]byte]struct{}{}}
+}
+
+// usedNonce is an entry of the used set.
+type usedNonce struct {
+	exp   int64 // unix seconds
+	nonce [nonceLen]byte
+}
+
+// expiries is a min-heap of used nonces by expiry.
+type expiries []usedNonce
+
+func (h expiries) Len() int           { return len(h) }
+func (h expiries) Less(i, j int) bool { return h[i].exp < h[j].exp }
+func (h expiries) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiries) Push(x any)        { *h = append(*h, x.(usedNonce)) }
+func (h *expiries) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 func (n *nonces) mac(b []byte) []byte {
@@ -85,18 +118,22 @@ func (n *nonces) use(s string) error {
 	copy(k[:], b)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if now >= n.nextSweep {
-		for u, e := range n.used {
-			if e <= now {
-				delete(n.used, u)
-			}
-		}
-		n.nextSweep = now + 10
+	for len(n.byExp) > 0 && n.byExp[0].exp <= now {
+		delete(n.used, heap.Pop(&n.byExp).(usedNonce).nonce)
+	}
+	if exp <= n.floor {
+		return bad("is too old; use a fresh one")
 	}
 	if _, dup := n.used[k]; dup {
 		return bad("was used already")
 	}
-	n.used[k] = exp
+	n.used[k] = struct{}{}
+	heap.Push(&n.byExp, usedNonce{exp: exp, nonce: k})
+	for len(n.used) > n.max {
+		old := heap.Pop(&n.byExp).(usedNonce)
+		delete(n.used, old.nonce)
+		n.floor = max(n.floor, old.exp)
+	}
 	return nil
 }
 

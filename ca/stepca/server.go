@@ -205,7 +205,7 @@ func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.withContext)
 	r.Route("/acme", func(r chi.Router) {
-		r.Use(s.withBaseURL, s.serialise, s.orderPolicy)
+		r.Use(s.withBaseURL, s.serialise, s.acmeLimits(), s.orderPolicy)
 		acmeapi.Route(r)
 	})
 	r.Group(func(r chi.Router) {
