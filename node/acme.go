@@ -82,6 +82,7 @@ func (n *Node) startStep(ctx context.Context, c *ca.CA) (*stepca.Server, error) 
 	cfg.ValidatorDeny, _ = n.cfg.validatorDeny() // checked by Validate at start
 	cfg.ListenAddrs = n.cfg.ownAddrs(ctx, n.boundAddrs()...)
 	cfg.JWKProvisioner, cfg.JWKPassword = "custos", pw
+	cfg.RateLimits = n.cfg.Limits.ACME
 	return stepca.New(ctx, cfg)
 }
 

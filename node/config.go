@@ -12,6 +12,10 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/custos-pki/custos/api"
+	"github.com/custos-pki/custos/ca/stepca"
+	"github.com/custos-pki/custos/internal/ratelimit"
 )
 
 // Config configures one node. Start from DefaultConfig.
@@ -79,6 +83,9 @@ type Config struct {
 	// is unsealed. Dev nodes use DataDir/workload.sock.
 	WorkloadAPISocket string
 
+	// Limits are the node's rate limits and load-shedding caps.
+	Limits Limits
+
 	// Dev runs a one-node cluster that initialises and unseals itself.
 	Dev bool
 
@@ -97,7 +104,41 @@ func DefaultConfig() Config {
 	return Config{
 		APIAddr:     "127.0.0.1:8443",
 		ClusterAddr: "127.0.0.1:8444",
+		Limits:      DefaultLimits(),
 	}
+}
+
+// Limits cap what one node takes on. A zero field limits nothing.
+type Limits struct {
+	// MaxInFlight and MaxConnections cap the API's requests in flight and
+	// open connections; past them a client gets 503 with Retry-After.
+	MaxInFlight    int
+	MaxConnections int
+	// PublicPerIP limits the unauthenticated API routes that do work, per
+	// client address (see api.Limits).
+	PublicPerIP ratelimit.Limit
+	// ACME are the ACME rate limits, kept on the leader, which serves ACME.
+	ACME stepca.RateLimits
+}
+
+// DefaultLimits are api.DefaultLimits and stepca.DefaultRateLimits.
+func DefaultLimits() Limits {
+	a := api.DefaultLimits()
+	return Limits{MaxInFlight: a.MaxInFlight, MaxConnections: a.MaxConnections, PublicPerIP: a.PublicPerIP, ACME: stepca.DefaultRateLimits()}
+}
+
+// Validate checks the fields.
+func (l Limits) Validate() error {
+	switch {
+	case l.MaxInFlight < 0:
+		return errors.New("node: max_in_flight must not be negative")
+	case l.MaxConnections < 0:
+		return errors.New("node: max_connections must not be negative")
+	}
+	if err := l.PublicPerIP.Validate(); err != nil {
+		return fmt.Errorf("node: public_rate_limit %s: %w", l.PublicPerIP, err)
+	}
+	return l.ACME.Validate()
 }
 
 var nodeIDRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -145,7 +186,7 @@ func (c *Config) Validate() error {
 	if c.Dev && c.JoinAddr != "" {
 		return errors.New("node: a dev node cannot join a cluster")
 	}
-	return nil
+	return c.Limits.Validate()
 }
 
 // namesHost reports whether addr (host:port) names a host other than the

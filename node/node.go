@@ -200,7 +200,10 @@ func (n *Node) apiHosts() []string {
 }
 
 func (n *Node) serveAPI() error {
-	srv, err := api.New(api.Config{Node: n, Registry: n.reg, Logger: n.log})
+	lim := n.cfg.Limits
+	srv, err := api.New(api.Config{Node: n, Registry: n.reg, Logger: n.log, Limits: api.Limits{
+		MaxInFlight: lim.MaxInFlight, MaxConnections: lim.MaxConnections, PublicPerIP: lim.PublicPerIP, TrustedPeer: n.clusterPeer,
+	}})
 	if err != nil {
 		return err
 	}
@@ -225,12 +228,13 @@ func (n *Node) serveAPI() error {
 		WriteTimeout:      120 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+		ConnContext:       srv.ConnContext,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.http.Serve(tls.NewListener(ln, tlsCfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.http.Serve(tls.NewListener(srv.Listener(ln), tlsCfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("API server stopped", "error", err)
 		}
 	}()

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custos-pki/custos/internal/clientip"
 	"github.com/custos-pki/custos/raftstore"
 )
 
@@ -73,6 +75,10 @@ func (n *Node) LeaderProxy(ctx context.Context) (http.Handler, error) {
 			pr.SetURL(u)
 			pr.Out.Host = pr.In.Host // links the leader writes point at the node the client uses
 			pr.SetXForwarded()
+			// The leader limits ACME per client address: name it. The
+			// leader believes this header only from a member's cluster
+			// certificate (clusterPeer), which the transport presents.
+			pr.Out.Header.Set(clientip.Header, clientip.Of(pr.In).String())
 		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			n.log.Warn("forwarding to the leader", "leader", id, "error", err)
@@ -82,11 +88,36 @@ func (n *Node) LeaderProxy(ctx context.Context) (http.Handler, error) {
 			w.Write([]byte(`{"error":{"code":"unavailable","message":"the leader did not answer; retry"}}` + "\n"))
 		},
 		Transport: &http.Transport{
-			TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: mat.pool, ServerName: id},
+			TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: mat.pool, ServerName: id,
+				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+					return &n.mat.Load().node, nil
+				}},
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     90 * time.Second,
 		},
 	}
 	n.proxies.byURL[target] = p
 	return p, nil
+}
+
+// clusterPeer reports whether a TLS peer presented the cluster certificate
+// of a current member: one the cluster CA signed for client authentication
+// (API and workload certificates are not), naming a node ID that is in the
+// Raft configuration. Only such a peer may name a client address in
+// clientip.Header; the API drops that header from everyone else.
+func (n *Node) clusterPeer(cs *tls.ConnectionState) bool {
+	if len(cs.PeerCertificates) == 0 {
+		return false
+	}
+	leaf := cs.PeerCertificates[0]
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: n.mat.Load().pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil || len(leaf.DNSNames) != 1 {
+		return false
+	}
+	for _, p := range n.store.Status().Peers {
+		if p.ID == leaf.DNSNames[0] {
+			return true
+		}
+	}
+	return false
 }
