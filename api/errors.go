@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/custos-pki/custos/audit"
 	"github.com/custos-pki/custos/auth"
 	"github.com/custos-pki/custos/kms"
 	"github.com/custos-pki/custos/raftstore"
@@ -69,7 +70,8 @@ func toError(err error) *Error {
 	case errors.Is(err, kms.ErrSealed):
 		status, code = http.StatusServiceUnavailable, CodeSealed
 	case errors.Is(err, ErrStandby), errors.Is(err, raftstore.ErrNoLeader), errors.Is(err, raftstore.ErrTimeout),
-		errors.Is(err, raftstore.ErrUnknownOutcome), errors.Is(err, raftstore.ErrClosed), errors.Is(err, raftstore.ErrNotLeader):
+		errors.Is(err, raftstore.ErrUnknownOutcome), errors.Is(err, raftstore.ErrClosed), errors.Is(err, raftstore.ErrNotLeader),
+		errors.Is(err, audit.ErrUnavailable):
 		status, code = http.StatusServiceUnavailable, CodeUnavailable
 	case errors.Is(err, kms.ErrInvalid), errors.Is(err, auth.ErrInvalid),
 		errors.Is(err, raftstore.ErrValueTooLarge), errors.Is(err, raftstore.ErrInvalidKey),

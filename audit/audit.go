@@ -8,8 +8,16 @@
 //     must fail the request: custos serves nothing it cannot audit.
 //   - Durability against a machine crash: the file is fsynced every
 //     SyncInterval (1s by default) when something was written, or after
-//     every entry when SyncInterval is negative. A failed fsync makes every
-//     later Log fail until Reopen succeeds, since entries may have been lost.
+//     every entry when SyncInterval is negative.
+//   - A full disk (or any failing write or fsync) fails only the entries
+//     that cannot be recorded, and the log recovers by itself when space
+//     returns, with no SIGHUP. A failed write fails its own Log (a partial
+//     line is ended before the next entry). After a failed fsync, entries
+//     written since the last good one may be lost, so every Log writes and
+//     fsyncs its entry at once, failing while that fails; the first that
+//     succeeds first records a notice of the possible loss, naming the
+//     time of the last good fsync, and the log resumes its interval.
+//     Errors from writing and syncing match ErrUnavailable.
 //   - No secret in plain text: the request and response fields of an entry
 //     are hashed by a Hasher (HMAC-SHA256 under the cluster's audit key)
 //     except for an allow-list of field names, deny by default. The token
@@ -31,6 +39,10 @@ import (
 
 // ErrClosed is returned by Log after Close.
 var ErrClosed = errors.New("audit: log closed")
+
+// ErrUnavailable matches the errors of an entry that could not be written
+// or synced (a full disk, an I/O error): retry later.
+var ErrUnavailable = errors.New("audit: log unavailable")
 
 // Clock tells the time of entries that do not carry one.
 type Clock interface{ Now() time.Time }
@@ -87,12 +99,13 @@ type Logger struct {
 	clock  Clock
 	open   func(path string) (file, error)
 
-	mu      sync.Mutex
-	f       file
-	dirty   bool  // written since the last fsync
-	partial bool  // the last write stopped inside a line
-	syncErr error // a failed fsync: entries may be lost
-	closed  bool
+	mu       sync.Mutex
+	f        file
+	dirty    bool      // written since the last fsync
+	partial  bool      // the last write stopped inside a line
+	syncErr  error     // a failed fsync: entries since lastSync may be lost
+	lastSync time.Time // the last good fsync (or the open)
+	closed   bool
 
 	stop chan struct{}
 	done chan struct{}
@@ -122,7 +135,7 @@ func openWith(cfg Config, open func(string) (file, error)) (*Logger, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Logger{cfg: cfg, hasher: h, clock: cfg.Clock, open: open, f: f, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &Logger{cfg: cfg, hasher: h, clock: cfg.Clock, open: open, f: f, lastSync: cfg.Clock.Now(), stop: make(chan struct{}), done: make(chan struct{})}
 	if cfg.SyncInterval > 0 {
 		go l.syncLoop()
 	} else {
@@ -160,31 +173,69 @@ func (l *Logger) Log(e *Entry) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	switch {
-	case l.closed:
+	if l.closed {
 		return ErrClosed
-	case l.syncErr != nil:
-		return fmt.Errorf("audit: an earlier fsync failed, entries may be lost (Reopen to resume): %w", l.syncErr)
 	}
+	if l.syncErr != nil {
+		return l.recoverLocked(line)
+	}
+	if err := l.writeLocked(line); err != nil {
+		return err
+	}
+	if l.cfg.SyncInterval < 0 {
+		return l.syncNowLocked()
+	}
+	l.dirty = true
+	return nil
+}
+
+// writeLocked appends line, ending a line a failed write broke first.
+func (l *Logger) writeLocked(line []byte) error {
 	if l.partial {
-		line = append([]byte{'\n'}, line...) // end the broken line first
+		line = append([]byte{'\n'}, line...)
 	}
 	n, err := l.f.Write(line)
 	if err != nil {
 		if n > 0 {
 			l.partial = true
 		}
-		return fmt.Errorf("audit: write log: %w", err)
+		return fmt.Errorf("%w: write: %w", ErrUnavailable, err)
 	}
 	l.partial = false
-	if l.cfg.SyncInterval < 0 {
-		if err := l.f.Sync(); err != nil {
+	return nil
+}
+
+// syncNowLocked fsyncs, recording a failure.
+func (l *Logger) syncNowLocked() error {
+	if err := l.f.Sync(); err != nil {
+		if l.syncErr == nil {
 			l.syncErr = err
-			return fmt.Errorf("audit: sync log: %w", err)
 		}
-		return nil
+		return fmt.Errorf("%w: fsync: %w", ErrUnavailable, err)
 	}
-	l.dirty = true
+	l.dirty, l.lastSync = false, l.clock.Now()
+	return nil
+}
+
+// recoverLocked logs line after a failed fsync: a notice of the entries
+// that may be lost and line, synced at once. The first success clears the
+// failure.
+func (l *Logger) recoverLocked(line []byte) error {
+	notice, err := l.encode(&Entry{Type: TypeNotice, Notice: fmt.Sprintf(
+		"an fsync of the audit log failed (%v): entries written after %s may be lost",
+		l.syncErr, l.lastSync.UTC().Format(time.RFC3339Nano))})
+	if err != nil {
+		return err
+	}
+	if err := l.writeLocked(append(notice, line...)); err != nil {
+		return fmt.Errorf("%w (an earlier fsync failed too)", err)
+	}
+	failed := l.syncErr
+	l.syncErr = nil
+	if err := l.syncNowLocked(); err != nil {
+		l.syncErr = failed // keep the first failure and its time
+		return err
+	}
 	return nil
 }
 
@@ -207,13 +258,10 @@ func (l *Logger) syncLoop() {
 
 // syncLocked fsyncs if anything was written, recording a failure.
 func (l *Logger) syncLocked() {
-	if !l.dirty || l.closed {
+	if !l.dirty || l.closed || l.syncErr != nil {
 		return
 	}
-	l.dirty = false
-	if err := l.f.Sync(); err != nil && l.syncErr == nil {
-		l.syncErr = err
-	}
+	_ = l.syncNowLocked()
 }
 
 // Reopen starts a new file at the configured path, for log rotation: the
@@ -232,7 +280,7 @@ func (l *Logger) Reopen() error {
 		return ErrClosed
 	}
 	old := l.f
-	l.f, l.dirty, l.partial, l.syncErr = f, false, false, nil
+	l.f, l.dirty, l.partial, l.syncErr, l.lastSync = f, false, false, nil, l.clock.Now()
 	if err := errors.Join(old.Sync(), old.Close()); err != nil {
 		return fmt.Errorf("audit: reopened, but closing the previous file failed (its last entries may be lost): %w", err)
 	}

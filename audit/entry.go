@@ -12,6 +12,8 @@ import (
 const (
 	TypeRequest  = "request"
 	TypeResponse = "response"
+	// TypeNotice is the log's own word, such as entries that may be lost.
+	TypeNotice = "notice"
 )
 
 // Entry is one line of the audit log.
@@ -33,6 +35,8 @@ type Entry struct {
 	Status    int
 	ErrorCode string
 	Latency   time.Duration
+	// Notice is the text of a TypeNotice entry.
+	Notice string
 }
 
 // Auth identifies who made a request. It never holds the token.
@@ -59,6 +63,7 @@ type line struct {
 	Status     int            `json:"status,omitempty"`
 	ErrorCode  string         `json:"error_code,omitempty"`
 	LatencyMS  *float64       `json:"latency_ms,omitempty"`
+	Notice     string         `json:"notice,omitempty"`
 }
 
 type authLine struct {
@@ -81,7 +86,7 @@ func (l *Logger) encode(e *Entry) ([]byte, error) {
 		Time: t.UTC().Format(time.RFC3339Nano), Type: e.Type, RequestID: e.RequestID,
 		RemoteAddr: e.RemoteAddr, Method: e.Method, Path: e.Path, Operation: e.Operation,
 		Request: l.hasher.Object(e.Request), Response: l.hasher.Object(e.Response),
-		Status: e.Status, ErrorCode: e.ErrorCode,
+		Status: e.Status, ErrorCode: e.ErrorCode, Notice: e.Notice,
 	}
 	if e.Auth != nil {
 		out.Auth = &authLine{Accessor: e.Auth.Accessor, DisplayName: e.Auth.DisplayName, Policies: e.Auth.Policies, Meta: e.Auth.Meta}
