@@ -60,7 +60,7 @@ type serverSetting struct {
 func (s serverSetting) env() string { return "CUSTOS_" + strings.ToUpper(s.key) }
 
 func serverSettings() []serverSetting {
-	return []serverSetting{
+	return append([]serverSetting{
 		{"node_id", "node-id", "this node's ID: a DNS label, unique in the cluster"},
 		{"data_dir", "data-dir", "directory of the node's state, TLS files and audit log"},
 		{"api_addr", "api-addr", "HTTPS API listen address"},
@@ -83,7 +83,7 @@ func serverSettings() []serverSetting {
 		{"workload_api_socket", "workload-api-socket", "Unix socket of the SPIFFE Workload API and Envoy SDS (default: none; <data-dir>/workload.sock with --dev)"},
 		{"dev", "dev", "run a one-node dev cluster, initialised and unsealed"},
 		{"log_level", "log-level", "log level: debug, info, warn or error"},
-	}
+	}, limitSettings()...)
 }
 
 // Dev mode defaults.
@@ -198,6 +198,9 @@ func (a *app) nodeConfig(logTo io.Writer) (node.Config, error) {
 			}
 			*dst = p
 		}
+	}
+	if err := applyLimits(v, &cfg); err != nil {
+		return cfg, err
 	}
 	cfg.Dev = v.GetBool("dev")
 	if cfg.Dev {

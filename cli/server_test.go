@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-pki/custos/internal/ratelimit"
 	"github.com/custos-pki/custos/node"
 )
 
@@ -149,6 +150,7 @@ join_ca_fingerprint: abcd
 		JoinAddr:          "https://10.0.0.1:8443",
 		JoinToken:         "cjt_from_env",
 		JoinCAFingerprint: "abcd",
+		Limits:            node.DefaultLimits(),
 	}
 	cfg.Logger = nil
 	if !reflect.DeepEqual(cfg, want) {
@@ -292,5 +294,27 @@ func TestServerErrors(t *testing.T) {
 				t.Fatal("the node was started")
 			}
 		})
+	}
+}
+
+func TestServerLimitSettings(t *testing.T) {
+	cfg := serverConfig(t, "--node-id", "n1", "--data-dir", t.TempDir(),
+		"--max-in-flight", "7", "--public-rate-limit", "off", "--acme-rate-new-account", "5/1h:10", "--acme-rate-failed-validations", "3/30m")
+	want := node.DefaultLimits()
+	want.MaxInFlight = 7
+	want.PublicPerIP = ratelimit.Limit{}
+	want.ACME.NewAccountPerIP = ratelimit.Limit{Count: 5, Period: time.Hour, Burst: 10}
+	want.ACME.FailedValidationsPerAccount = ratelimit.Limit{Count: 3, Period: 30 * time.Minute}
+	if !reflect.DeepEqual(cfg.Limits, want) {
+		t.Fatalf("limits\n%+v\nwant\n%+v", cfg.Limits, want)
+	}
+	for _, bad := range [][]string{
+		{"--acme-rate-new-order", "10"}, {"--max-connections", "-1"}, {"--public-rate-limit", "1/0s"},
+	} {
+		r := runCLI(t, newServerHarness(t).deps(), "", append([]string{"server", "--node-id", "n1", "--data-dir", t.TempDir()}, bad...)...)
+		r.wantCode(t, 2)
+		if !strings.Contains(r.stderr, strings.TrimPrefix(strings.ReplaceAll(bad[0], "-", "_"), "__")) {
+			t.Errorf("%v: the error does not name the setting:\n%s", bad, r.stderr)
+		}
 	}
 }
