@@ -1,0 +1,145 @@
+package node
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/custos-pki/custos/api"
+	"github.com/custos-pki/custos/internal/clientip"
+	"github.com/custos-pki/custos/internal/ratelimit"
+	"golang.org/x/crypto/acme"
+)
+
+// spoofing sets the client-address header on every request, as an
+// attacker would to dodge per-address limits.
+type spoofing struct {
+	next http.RoundTripper
+	ip   string
+}
+
+func (s spoofing) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(clientip.Header, s.ip)
+	return s.next.RoundTrip(r)
+}
+
+// TestLoadSheddingOnACluster runs on a real 3-node cluster: an
+// unauthenticated init on the initialised cluster costs no Raft write; the
+// leader limits ACME by the address of the client, which a follower's
+// proxy carries to it, and which a client cannot choose by sending the
+// header itself.
+func TestLoadSheddingOnACluster(t *testing.T) {
+	tc := newTestClusterWith(t, 3, func(c *Config) {
+		c.Limits.ACME.NewAccountPerIP = ratelimit.Limit{Count: 2, Period: time.Hour}
+	})
+	leader, followers := -1, []int{}
+	waitFor(t, 30*time.Second, func() bool {
+		leader, followers = -1, nil
+		for i, n := range tc.nodes {
+			if n.store.IsLeader() {
+				leader = i
+			} else {
+				followers = append(followers, i)
+			}
+		}
+		return leader >= 0
+	})
+
+	t.Run("init on an initialised cluster", func(t *testing.T) {
+		n := tc.nodes[followers[0]]
+		c := newClient(t, n, tc.caFile)
+		var h api.Health
+		c.do("GET", "/v1/sys/health", nil, &h) // settle what the node knows
+		before := make([]uint64, len(tc.nodes))
+		for i, m := range tc.nodes {
+			before[i] = m.store.AppliedIndex()
+		}
+		refused := map[int]int{}
+		for range 60 {
+			status, _ := c.do("POST", "/v1/sys/init", api.InitRequest{SecretShares: 5, SecretThreshold: 3}, nil)
+			if status < 400 || status >= 500 {
+				t.Fatalf("init on an initialised cluster answered %d", status)
+			}
+			refused[status]++
+		}
+		for i, m := range tc.nodes {
+			if after := m.store.AppliedIndex(); after != before[i] {
+				t.Errorf("node %d: 60 refused inits moved the applied index from %d to %d", i, before[i], after)
+			}
+		}
+		if refused[http.StatusTooManyRequests] == 0 {
+			t.Errorf("no init was rate limited: %v", refused)
+		}
+	})
+
+	t.Run("ACME limits by the client's address", func(t *testing.T) {
+		pem, err := os.ReadFile(tc.caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		// register makes an account through node i from source address
+		// src, claiming to be spoof when it is set.
+		register := func(i int, src, spoof string) error {
+			var tr http.RoundTripper = &http.Transport{
+				TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+				DialContext:       (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext,
+				DisableKeepAlives: true,
+			}
+			if spoof != "" {
+				tr = spoofing{next: tr, ip: spoof}
+			}
+			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			c := &acme.Client{Key: key, DirectoryURL: tc.nodes[i].APIURL() + "/acme/acme/directory",
+				HTTPClient: &http.Client{Transport: tr, Timeout: 60 * time.Second},
+				RetryBackoff: func(n int, _ *http.Request, resp *http.Response) time.Duration {
+					if resp.StatusCode == http.StatusTooManyRequests || n > 5 {
+						return 0 // no retry: the test wants to see it
+					}
+					return 100 * time.Millisecond
+				}}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			_, err := c.Register(ctx, &acme.Account{}, acme.AcceptTOS)
+			return err
+		}
+		wantLimited := func(err error, what string) {
+			t.Helper()
+			var ae *acme.Error
+			if !errors.As(err, &ae) || ae.StatusCode != http.StatusTooManyRequests || !strings.HasSuffix(ae.ProblemType, ":rateLimited") || ae.Header.Get("Retry-After") == "" {
+				t.Fatalf("%s: %v, want rateLimited with Retry-After", what, err)
+			}
+		}
+		l, f := leader, followers[0]
+		// Straight to the leader, each claiming another address: the
+		// claims are ignored, the third is over the limit of 2.
+		for _, spoof := range []string{"10.0.0.1", "10.0.0.2"} {
+			if err := register(l, "127.0.0.2", spoof); err != nil {
+				t.Fatalf("account within the limit: %v", err)
+			}
+		}
+		wantLimited(register(l, "127.0.0.2", "10.0.0.3"), "a spoofed address at the leader")
+		// Through a follower the leader still sees 127.0.0.2 (not the
+		// follower, not the claim).
+		wantLimited(register(f, "127.0.0.2", "10.0.0.4"), "the same client through a follower")
+		// Another client through the followers has its own budget.
+		for _, i := range followers {
+			if err := register(i, "127.0.0.3", ""); err != nil {
+				t.Fatalf("another client through node %d: %v", i, err)
+			}
+		}
+		wantLimited(register(f, "127.0.0.3", ""), "the other client past its limit")
+	})
+}
