@@ -42,6 +42,9 @@ func (s spoofing) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestLoadSheddingOnACluster(t *testing.T) {
 	tc := newTestClusterWith(t, 3, func(c *Config) {
 		c.Limits.ACME.NewAccountPerIP = ratelimit.Limit{Count: 2, Period: time.Hour}
+		// Room for the unseals and joins that build the cluster, and no
+		// refill while the test runs, however slowly.
+		c.Limits.PublicPerIP = ratelimit.Limit{Count: 1, Period: time.Hour, Burst: 40}
 	})
 	leader, followers := -1, []int{}
 	waitFor(t, 30*time.Second, func() bool {
