@@ -18,6 +18,11 @@
 //   - Every authenticated request is written to the audit log before it is
 //     acted on, and its response after; if the audit log cannot be written
 //     the request fails. Secrets are HMAC'd in the log, never plain.
+//   - Load is shed before it reaches a handler (Limits): caps on requests
+//     in flight and on connections (503 with Retry-After), and a limit per
+//     client address on the unauthenticated routes that do work (429 with
+//     Retry-After). Refusals for load are not audited. The client address
+//     is the TCP peer, or what a cluster member's proxy names.
 //
 // No package below api knows about HTTP.
 package api

@@ -25,7 +25,11 @@
 //     the services a private CA certifies live there. A refused connection
 //     leaves the challenge pending with a connection error, as step-ca does
 //     for any connection failure;
-//   - ACME nonces cost no storage write and verify on any node;
+//   - ACME nonces cost no storage write and verify on any node; the set of
+//     used nonces is bounded (a flood of bad signatures cannot grow it);
+//   - ACME requests are rate-limited per account and per client address
+//     (RateLimits): rateLimited with Retry-After, nothing charged for a
+//     request that creates nothing;
 //   - an account's ACME requests run one at a time on the serving node, so
 //     concurrent orders do not fail on step-ca's compare-and-swap writes;
 //   - Collect deletes expired orders, authorizations and challenges;
