@@ -62,11 +62,21 @@ func (l Limit) Validate() error {
 		return errors.New("period must be positive")
 	case l.Burst < 0:
 		return errors.New("burst must not be negative")
+	case l.Period > maxPeriod:
+		return errors.New("period must be at most ten years")
 	case l.Period/time.Duration(l.Count) <= 0:
 		return errors.New("count is too large for the period")
+	case l.burst() > maxBurstSpan/int64(l.Period/time.Duration(l.Count)):
+		return errors.New("burst is too large for the rate")
 	}
 	return nil
 }
+
+// Bounds that keep the arithmetic in int64 nanoseconds.
+const (
+	maxPeriod    = 10 * 365 * 24 * time.Hour
+	maxBurstSpan = 1 << 62 // burst × period/count, ns: about 146 years
+)
 
 // String writes the limit as ParseLimit reads it.
 func (l Limit) String() string {

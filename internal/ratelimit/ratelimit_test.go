@@ -202,7 +202,7 @@ func TestParseLimit(t *testing.T) {
 			t.Errorf("%q: String %q does not read back: %+v, %v", in, got.String(), back, err)
 		}
 	}
-	for _, in := range []string{"", "10", "10/", "/3h", "-1/1h", "10/-1h", "10/0s", "10/1h:0", "10/1h:-2", "x/1h", "10/1h:x", "1099511627777/1h", "1000/1ns"} {
+	for _, in := range []string{"", "10", "10/", "/3h", "-1/1h", "10/-1h", "10/0s", "10/1h:0", "10/1h:-2", "x/1h", "10/1h:x", "1099511627777/1h", "1000/1ns", "1/100000h", "1/87600h:1000000000"} {
 		if l, err := ParseLimit(in); err == nil {
 			t.Errorf("ParseLimit(%q) = %+v, want an error", in, l)
 		}
@@ -229,6 +229,8 @@ func FuzzParseLimit(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		lim.Spend("k", 1)
+		if !lim.Spend("k", 1).Allowed {
+			t.Fatalf("%+v: a full bucket refused its first request", l)
+		}
 	})
 }
