@@ -86,6 +86,46 @@ func TestLoadSheddingOnACluster(t *testing.T) {
 		}
 	})
 
+	t.Run("who may name the client address", func(t *testing.T) {
+		l, f := tc.nodes[leader], tc.nodes[followers[0]]
+		parse := func(c tls.Certificate) []*x509.Certificate {
+			leaf, err := x509.ParseCertificate(c.Certificate[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return []*x509.Certificate{leaf}
+		}
+		mat := f.mat.Load()
+		// A cluster certificate for a node that is not a member.
+		svc, err := l.Services()
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer, err := svc.KMS.Signer(context.Background(), clusterCAKey, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, err := issue(mat.ca, signer, key.Public(), "node9", nil, true, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		stranger, _ := x509.ParseCertificate(der)
+		for name, tc := range map[string]struct {
+			chain []*x509.Certificate
+			want  bool
+		}{
+			"a member's cluster certificate": {parse(mat.node), true},
+			"a member's API certificate":     {parse(mat.api), false},
+			"a non-member's cluster cert":    {[]*x509.Certificate{stranger}, false},
+			"no certificate":                 {nil, false},
+		} {
+			if got := l.clusterPeer(&tls.ConnectionState{PeerCertificates: tc.chain}); got != tc.want {
+				t.Errorf("%s: trusted %v, want %v", name, got, tc.want)
+			}
+		}
+	})
+
 	t.Run("ACME limits by the client's address", func(t *testing.T) {
 		pem, err := os.ReadFile(tc.caFile)
 		if err != nil {
