@@ -61,7 +61,7 @@ func DefaultLimits() Limits {
 // cheapPublic are the public operations that read local or cached state
 // only; every other public route counts against PublicPerIP.
 var cheapPublic = map[string]bool{
-	"health": true, "seal-status": true, "ca-roots": true, "ca-chain": true, "ca-crl": true, "ca-ocsp": true,
+	"health": true, "seal-status": true, "ca-roots": true, "ca-chain": true, "ca-issuer": true, "ca-crl": true, "ca-ocsp": true,
 }
 
 type systemClock struct{}
