@@ -13,19 +13,19 @@ var jsonUnmarshal = json.Unmarshal
 
 func (s *Server) authRoutes() []route {
 	return []route{
-		{method: http.MethodPost, pattern: "/v1/auth/token/create", cap: auth.CapUpdate, op: "token-create", h: authHandler(s, tokenCreate)},
-		{method: http.MethodGet, pattern: "/v1/auth/token/lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: authHandler(s, tokenLookupSelf)},
-		{method: http.MethodPost, pattern: "/v1/auth/token/lookup", cap: auth.CapUpdate, op: "token-lookup", h: authHandler(s, tokenLookup)},
-		{method: http.MethodPost, pattern: "/v1/auth/token/renew-self", cap: auth.CapUpdate, op: "token-renew-self", h: authHandler(s, tokenRenewSelf)},
-		{method: http.MethodPost, pattern: "/v1/auth/token/renew", cap: auth.CapUpdate, op: "token-renew", h: authHandler(s, tokenRenew)},
-		{method: http.MethodPost, pattern: "/v1/auth/token/revoke-self", cap: auth.CapUpdate, op: "token-revoke-self", h: authHandler(s, tokenRevokeSelf)},
-		{method: http.MethodPost, pattern: "/v1/auth/token/revoke", cap: auth.CapUpdate, op: "token-revoke", h: authHandler(s, tokenRevoke)},
-		{method: http.MethodPost, pattern: "/v1/auth/cert/login", public: true, op: "cert-login", h: authHandler(s, certLogin)},
-		{method: http.MethodGet, pattern: "/v1/auth/cert/roles", cap: auth.CapList, op: "cert-role-list", h: authHandler(s, certRoleList)},
-		{method: http.MethodGet, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapRead, op: "cert-role-read", h: authHandler(s, certRoleRead)},
-		{method: http.MethodPut, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapUpdate, op: "cert-role-write", h: authHandler(s, certRoleWrite)},
-		{method: http.MethodPost, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapUpdate, op: "cert-role-write", h: authHandler(s, certRoleWrite)},
-		{method: http.MethodDelete, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapDelete, op: "cert-role-delete", h: authHandler(s, certRoleDelete)},
+		{method: http.MethodPost, pattern: "/v1/auth/token/create", cap: auth.CapUpdate, op: "token-create", h: handle(s, withAuth(tokenCreate))},
+		{method: http.MethodGet, pattern: "/v1/auth/token/lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: handle(s, withAuth(tokenLookupSelf))},
+		{method: http.MethodPost, pattern: "/v1/auth/token/lookup", cap: auth.CapUpdate, op: "token-lookup", h: handle(s, withAuth(tokenLookup))},
+		{method: http.MethodPost, pattern: "/v1/auth/token/renew-self", cap: auth.CapUpdate, op: "token-renew-self", h: handle(s, withAuth(tokenRenewSelf))},
+		{method: http.MethodPost, pattern: "/v1/auth/token/renew", cap: auth.CapUpdate, op: "token-renew", h: handle(s, withAuth(tokenRenew))},
+		{method: http.MethodPost, pattern: "/v1/auth/token/revoke-self", cap: auth.CapUpdate, op: "token-revoke-self", h: handle(s, withAuth(tokenRevokeSelf))},
+		{method: http.MethodPost, pattern: "/v1/auth/token/revoke", cap: auth.CapUpdate, op: "token-revoke", h: handle(s, withAuth(tokenRevoke))},
+		{method: http.MethodPost, pattern: "/v1/auth/cert/login", public: true, op: "cert-login", h: handle(s, withAuth(certLogin))},
+		{method: http.MethodGet, pattern: "/v1/auth/cert/roles", cap: auth.CapList, op: "cert-role-list", h: handle(s, withAuth(certRoleList))},
+		{method: http.MethodGet, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapRead, op: "cert-role-read", h: handle(s, withAuth(certRoleRead))},
+		{method: http.MethodPut, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapUpdate, op: "cert-role-write", h: handle(s, withAuth(certRoleWrite))},
+		{method: http.MethodPost, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapUpdate, op: "cert-role-write", h: handle(s, withAuth(certRoleWrite))},
+		{method: http.MethodDelete, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapDelete, op: "cert-role-delete", h: handle(s, withAuth(certRoleDelete))},
 	}
 }
 
@@ -39,38 +39,6 @@ func duration(field, v string) (time.Duration, error) {
 		return 0, invalid("%s: %q is not a duration such as 1h or 30m", field, v)
 	}
 	return d, nil
-}
-
-// noBody marks a handler that reads no request body: whatever is sent is
-// ignored, as for a GET.
-type noBody struct{}
-
-// authHandler serves a route of the auth service: it decodes a Req (unless
-// Req is noBody), calls fn, and answers 200 with fn's result, or 204 when
-// the result is nil.
-func authHandler[Req any](s *Server, fn func(r *http.Request, a *auth.Service, req *Req) (any, error)) func(http.ResponseWriter, *http.Request) {
-	return func(w http.ResponseWriter, r *http.Request) {
-		svc, ok2 := s.services(w, r)
-		if !ok2 {
-			return
-		}
-		var req Req
-		if _, skip := any(&req).(*noBody); !skip {
-			if err := decode(r, &req); err != nil {
-				writeError(w, r, err)
-				return
-			}
-		}
-		resp, err := fn(r, svc.Auth, &req)
-		switch {
-		case err != nil:
-			writeError(w, r, err)
-		case resp == nil:
-			w.WriteHeader(http.StatusNoContent)
-		default:
-			ok(w, resp)
-		}
-	}
 }
 
 func tokenCreate(r *http.Request, a *auth.Service, req *TokenCreateRequest) (any, error) {

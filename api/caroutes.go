@@ -27,20 +27,20 @@ func (s *Server) caRoutes() []route {
 	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
 	sudo := auth.CapUpdate | auth.CapSudo
 	return []route{
-		{method: post, pattern: "/v1/ca/init", cap: sudo, op: "ca-init", h: caHandler(s, s.caInit)},
-		{method: get, pattern: "/v1/ca/roles", cap: auth.CapList, op: "ca-role-list", h: caHandler(s, s.caRoleList)},
-		{method: get, pattern: "/v1/ca/roles/{name}", cap: auth.CapRead, op: "ca-role-read", h: caHandler(s, s.caRoleRead)},
-		{method: put, pattern: "/v1/ca/roles/{name}", cap: auth.CapUpdate, op: "ca-role-write", h: caHandler(s, s.caRoleWrite)},
-		{method: post, pattern: "/v1/ca/roles/{name}", cap: auth.CapUpdate, op: "ca-role-write", h: caHandler(s, s.caRoleWrite)},
-		{method: del, pattern: "/v1/ca/roles/{name}", cap: auth.CapDelete, op: "ca-role-delete", h: caHandler(s, s.caRoleDelete)},
-		{method: post, pattern: "/v1/ca/sign/{role}", cap: auth.CapUpdate, op: "ca-sign", h: caHandler(s, s.caSign)},
-		{method: post, pattern: "/v1/ca/issue/{role}", cap: auth.CapUpdate, op: "ca-issue", h: caHandler(s, s.caIssue)},
-		{method: get, pattern: "/v1/ca/certs", cap: auth.CapList, op: "ca-cert-list", h: caHandler(s, s.caCertList)},
-		{method: get, pattern: "/v1/ca/certs/{serial}", cap: auth.CapRead, op: "ca-cert-read", h: caHandler(s, s.caCertRead)},
-		{method: post, pattern: "/v1/ca/revoke", cap: auth.CapUpdate, op: "ca-revoke", h: caHandler(s, s.caRevoke)},
-		{method: post, pattern: "/v1/ca/intermediate/csr", cap: sudo, op: "ca-intermediate-csr", h: caHandler(s, s.caIntermediateCSR)},
-		{method: post, pattern: "/v1/ca/intermediate/set", cap: sudo, op: "ca-intermediate-set", h: caHandler(s, s.caIntermediateSet)},
-		{method: post, pattern: "/v1/ca/intermediate/rotate", cap: sudo, op: "ca-intermediate-rotate", h: caHandler(s, s.caIntermediateRotate)},
+		{method: post, pattern: "/v1/ca/init", cap: sudo, op: "ca-init", h: handle(s, withCA(s.caInit))},
+		{method: get, pattern: "/v1/ca/roles", cap: auth.CapList, op: "ca-role-list", h: handle(s, withCA(s.caRoleList))},
+		{method: get, pattern: "/v1/ca/roles/{name}", cap: auth.CapRead, op: "ca-role-read", h: handle(s, withCA(s.caRoleRead))},
+		{method: put, pattern: "/v1/ca/roles/{name}", cap: auth.CapUpdate, op: "ca-role-write", h: handle(s, withCA(s.caRoleWrite))},
+		{method: post, pattern: "/v1/ca/roles/{name}", cap: auth.CapUpdate, op: "ca-role-write", h: handle(s, withCA(s.caRoleWrite))},
+		{method: del, pattern: "/v1/ca/roles/{name}", cap: auth.CapDelete, op: "ca-role-delete", h: handle(s, withCA(s.caRoleDelete))},
+		{method: post, pattern: "/v1/ca/sign/{role}", cap: auth.CapUpdate, op: "ca-sign", h: handle(s, withCA(s.caSign))},
+		{method: post, pattern: "/v1/ca/issue/{role}", cap: auth.CapUpdate, op: "ca-issue", h: handle(s, withCA(s.caIssue))},
+		{method: get, pattern: "/v1/ca/certs", cap: auth.CapList, op: "ca-cert-list", h: handle(s, withCA(s.caCertList))},
+		{method: get, pattern: "/v1/ca/certs/{serial}", cap: auth.CapRead, op: "ca-cert-read", h: handle(s, withCA(s.caCertRead))},
+		{method: post, pattern: "/v1/ca/revoke", cap: auth.CapUpdate, op: "ca-revoke", h: handle(s, withCA(s.caRevoke))},
+		{method: post, pattern: "/v1/ca/intermediate/csr", cap: sudo, op: "ca-intermediate-csr", h: handle(s, withCA(s.caIntermediateCSR))},
+		{method: post, pattern: "/v1/ca/intermediate/set", cap: sudo, op: "ca-intermediate-set", h: handle(s, withCA(s.caIntermediateSet))},
+		{method: post, pattern: "/v1/ca/intermediate/rotate", cap: sudo, op: "ca-intermediate-rotate", h: handle(s, withCA(s.caIntermediateRotate))},
 	}
 }
 
@@ -149,27 +149,6 @@ type CASetIntermediateRequest struct {
 	Certificate string `json:"certificate"`
 }
 
-// caHandler decodes a JSON request, runs fn with the node's CA and sends
-// its answer.
-func caHandler[Req any](s *Server, fn func(r *http.Request, c *ca.CA, req *Req) (any, error)) func(http.ResponseWriter, *http.Request) {
-	return func(w http.ResponseWriter, r *http.Request) {
-		c, err := s.caService()
-		var req Req
-		var resp any
-		if err == nil {
-			err = decode(r, &req)
-		}
-		if err == nil {
-			resp, err = fn(r, c, &req)
-		}
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		ok(w, resp)
-	}
-}
-
 // caService returns the node's certificate authority.
 func (s *Server) caService() (*ca.CA, error) {
 	svc, err := s.node.Services()
@@ -177,18 +156,9 @@ func (s *Server) caService() (*ca.CA, error) {
 		return nil, err
 	}
 	if svc.CA == nil {
-		return nil, Errorf(http.StatusServiceUnavailable, CodeUnavailable, "the certificate authority is not running on this node")
+		return nil, errNoCA
 	}
 	return svc.CA, nil
-}
-
-// caPathParam returns a URL parameter, decoded once.
-func caPathParam(r *http.Request, name string) string {
-	v := chi.URLParam(r, name)
-	if r.URL.RawPath != "" {
-		v, _ = url.PathUnescape(v)
-	}
-	return v
 }
 
 func caPEMCert(c *x509.Certificate) string {
@@ -270,7 +240,7 @@ func (s *Server) caCRL(w http.ResponseWriter, r *http.Request) {
 	c, err := s.caService()
 	var der []byte
 	if err == nil {
-		if id := caPathParam(r, "issuer"); id != "" {
+		if id := chi.URLParam(r, "issuer"); id != "" {
 			der, err = c.IssuerCRL(r.Context(), id)
 		} else {
 			der, err = c.CRL(r.Context())
@@ -364,7 +334,7 @@ func (s *Server) caRoleList(r *http.Request, c *ca.CA, _ *struct{}) (any, error)
 }
 
 func (s *Server) caRoleRead(r *http.Request, c *ca.CA, _ *struct{}) (any, error) {
-	role, err := c.ReadRole(r.Context(), caPathParam(r, "name"))
+	role, err := c.ReadRole(r.Context(), chi.URLParam(r, "name"))
 	if err != nil {
 		return nil, err
 	}
@@ -372,7 +342,7 @@ func (s *Server) caRoleRead(r *http.Request, c *ca.CA, _ *struct{}) (any, error)
 }
 
 func (s *Server) caRoleWrite(r *http.Request, c *ca.CA, req *CARole) (any, error) {
-	name := caPathParam(r, "name")
+	name := chi.URLParam(r, "name")
 	if req.Name != "" && req.Name != name {
 		return nil, invalid("name %q does not match the path", req.Name)
 	}
@@ -410,10 +380,10 @@ func caRoleOut(r ca.Role) CARole {
 }
 
 func (s *Server) caRoleDelete(r *http.Request, c *ca.CA, _ *struct{}) (any, error) {
-	if err := c.DeleteRole(r.Context(), caPathParam(r, "name")); err != nil {
+	if err := c.DeleteRole(r.Context(), chi.URLParam(r, "name")); err != nil {
 		return nil, err
 	}
-	return struct{}{}, nil
+	return nil, nil
 }
 
 func (s *Server) caSign(r *http.Request, c *ca.CA, req *CASignRequest) (any, error) {
@@ -424,7 +394,7 @@ func (s *Server) caSign(r *http.Request, c *ca.CA, req *CASignRequest) (any, err
 	if req.CSR == "" {
 		return nil, invalid("csr is required")
 	}
-	return caIssuedOut(c.Sign(r.Context(), caPathParam(r, "role"), []byte(req.CSR), ca.SignOptions{TTL: ttl}))
+	return caIssuedOut(c.Sign(r.Context(), chi.URLParam(r, "role"), []byte(req.CSR), ca.SignOptions{TTL: ttl}))
 }
 
 func (s *Server) caIssue(r *http.Request, c *ca.CA, req *CAIssueRequest) (any, error) {
@@ -440,7 +410,7 @@ func (s *Server) caIssue(r *http.Request, c *ca.CA, req *CAIssueRequest) (any, e
 		}
 		ir.IPs = append(ir.IPs, ip)
 	}
-	return caIssuedOut(c.Issue(r.Context(), caPathParam(r, "role"), ir))
+	return caIssuedOut(c.Issue(r.Context(), chi.URLParam(r, "role"), ir))
 }
 
 func caIssuedOut(is *ca.Issued, err error) (any, error) {
@@ -496,7 +466,7 @@ func caCertOut(c ca.Cert, withPEM bool) CACert {
 }
 
 func (s *Server) caCertRead(r *http.Request, c *ca.CA, _ *struct{}) (any, error) {
-	ct, err := c.Get(r.Context(), caPathParam(r, "serial"))
+	ct, err := c.Get(r.Context(), chi.URLParam(r, "serial"))
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,9 @@ const DefaultMaxBodyBytes = 2 << 20
 // unknown fields, no trailing data. An empty body decodes as {}.
 func decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
+	if !isVault(r) { // Vault's clients send fields custos does not know
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -88,6 +90,10 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		rs.errCode = e.Code
 		if e.Code == CodeInternal {
 			rs.internal = err
+		}
+		if rs.vault {
+			writeVaultError(w, e)
+			return
 		}
 	}
 	writeJSON(w, e.Status, body)

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,24 +28,24 @@ import (
 func (s *Server) kmsRoutes() []route {
 	get, post, del := http.MethodGet, http.MethodPost, http.MethodDelete
 	return []route{
-		{method: get, pattern: "/v1/kms/keys", cap: auth.CapList, op: "kms-key-list", h: kmsHandler(s, noName, s.kmsKeyList)},
-		{method: post, pattern: "/v1/kms/keys/{name}", cap: auth.CapCreate, op: "kms-key-create", h: kmsHandler(s, newKeyName, s.kmsKeyCreate)},
-		{method: get, pattern: "/v1/kms/keys/{name}", cap: auth.CapRead, op: "kms-key-read", h: kmsHandler(s, keyName, s.kmsKeyRead)},
-		{method: del, pattern: "/v1/kms/keys/{name}", cap: auth.CapDelete, op: "kms-key-delete", h: kmsHandler(s, keyName, s.kmsKeyDelete)},
-		{method: post, pattern: "/v1/kms/keys/{name}/rotate", cap: auth.CapUpdate, op: "kms-key-rotate", h: kmsHandler(s, keyName, s.kmsKeyRotate)},
-		{method: post, pattern: "/v1/kms/keys/{name}/config", cap: auth.CapUpdate, op: "kms-key-config", h: kmsHandler(s, keyName, s.kmsKeyConfig)},
-		{method: post, pattern: "/v1/kms/keys/{name}/versions/{version}", cap: auth.CapUpdate, op: "kms-key-version", h: kmsHandler(s, keyName, s.kmsKeyVersion)},
-		{method: get, pattern: "/v1/kms/keys/{name}/public", cap: auth.CapRead, op: "kms-public-key", h: kmsHandler(s, keyName, s.kmsPublicKey)},
-		{method: post, pattern: "/v1/kms/export/{name}", cap: auth.CapRead | auth.CapSudo, op: "kms-export", h: kmsHandler(s, keyName, s.kmsExport)},
-		{method: post, pattern: "/v1/kms/encrypt/{name}", cap: auth.CapUpdate, op: "kms-encrypt", h: kmsHandler(s, keyName, s.kmsEncrypt)},
-		{method: post, pattern: "/v1/kms/decrypt/{name}", cap: auth.CapUpdate, op: "kms-decrypt", h: kmsHandler(s, keyName, s.kmsDecrypt(kms.BatchDecrypt))},
-		{method: post, pattern: "/v1/kms/rewrap/{name}", cap: auth.CapUpdate, op: "kms-rewrap", h: kmsHandler(s, keyName, s.kmsDecrypt(kms.BatchRewrap))},
-		{method: post, pattern: "/v1/kms/datakey/{name}", cap: auth.CapUpdate, op: "kms-datakey", h: kmsHandler(s, keyName, s.kmsDataKey)},
-		{method: post, pattern: "/v1/kms/sign/{name}", cap: auth.CapUpdate, op: "kms-sign", h: kmsHandler(s, keyName, s.kmsSign(kms.BatchSign))},
-		{method: post, pattern: "/v1/kms/verify/{name}", cap: auth.CapUpdate, op: "kms-verify", h: kmsHandler(s, keyName, s.kmsVerify(kms.BatchVerify))},
-		{method: post, pattern: "/v1/kms/hmac/{name}", cap: auth.CapUpdate, op: "kms-hmac", h: kmsHandler(s, keyName, s.kmsSign(kms.BatchHMAC))},
-		{method: post, pattern: "/v1/kms/verify-hmac/{name}", cap: auth.CapUpdate, op: "kms-verify-hmac", h: kmsHandler(s, keyName, s.kmsVerify(kms.BatchVerifyHMAC))},
-		{method: post, pattern: "/v1/kms/random", cap: auth.CapUpdate, op: "kms-random", h: kmsHandler(s, noName, s.kmsRandom)},
+		{method: get, pattern: "/v1/kms/keys", cap: auth.CapList, op: "kms-key-list", h: handle(s, withKMS(noName, s.kmsKeyList))},
+		{method: post, pattern: "/v1/kms/keys/{name}", cap: auth.CapCreate, op: "kms-key-create", h: handle(s, withKMS(newKeyName, s.kmsKeyCreate))},
+		{method: get, pattern: "/v1/kms/keys/{name}", cap: auth.CapRead, op: "kms-key-read", h: handle(s, withKMS(keyName, s.kmsKeyRead))},
+		{method: del, pattern: "/v1/kms/keys/{name}", cap: auth.CapDelete, op: "kms-key-delete", h: handle(s, withKMS(keyName, s.kmsKeyDelete))},
+		{method: post, pattern: "/v1/kms/keys/{name}/rotate", cap: auth.CapUpdate, op: "kms-key-rotate", h: handle(s, withKMS(keyName, s.kmsKeyRotate))},
+		{method: post, pattern: "/v1/kms/keys/{name}/config", cap: auth.CapUpdate, op: "kms-key-config", h: handle(s, withKMS(keyName, s.kmsKeyConfig))},
+		{method: post, pattern: "/v1/kms/keys/{name}/versions/{version}", cap: auth.CapUpdate, op: "kms-key-version", h: handle(s, withKMS(keyName, s.kmsKeyVersion))},
+		{method: get, pattern: "/v1/kms/keys/{name}/public", cap: auth.CapRead, op: "kms-public-key", h: handle(s, withKMS(keyName, s.kmsPublicKey))},
+		{method: post, pattern: "/v1/kms/export/{name}", cap: auth.CapRead | auth.CapSudo, op: "kms-export", h: handle(s, withKMS(keyName, s.kmsExport))},
+		{method: post, pattern: "/v1/kms/encrypt/{name}", cap: auth.CapUpdate, op: "kms-encrypt", h: handle(s, withKMS(keyName, s.kmsEncrypt))},
+		{method: post, pattern: "/v1/kms/decrypt/{name}", cap: auth.CapUpdate, op: "kms-decrypt", h: handle(s, withKMS(keyName, s.kmsDecrypt(kms.BatchDecrypt)))},
+		{method: post, pattern: "/v1/kms/rewrap/{name}", cap: auth.CapUpdate, op: "kms-rewrap", h: handle(s, withKMS(keyName, s.kmsDecrypt(kms.BatchRewrap)))},
+		{method: post, pattern: "/v1/kms/datakey/{name}", cap: auth.CapUpdate, op: "kms-datakey", h: handle(s, withKMS(keyName, s.kmsDataKey))},
+		{method: post, pattern: "/v1/kms/sign/{name}", cap: auth.CapUpdate, op: "kms-sign", h: handle(s, withKMS(keyName, s.kmsSign(kms.BatchSign)))},
+		{method: post, pattern: "/v1/kms/verify/{name}", cap: auth.CapUpdate, op: "kms-verify", h: handle(s, withKMS(keyName, s.kmsVerify(kms.BatchVerify)))},
+		{method: post, pattern: "/v1/kms/hmac/{name}", cap: auth.CapUpdate, op: "kms-hmac", h: handle(s, withKMS(keyName, s.kmsSign(kms.BatchHMAC)))},
+		{method: post, pattern: "/v1/kms/verify-hmac/{name}", cap: auth.CapUpdate, op: "kms-verify-hmac", h: handle(s, withKMS(keyName, s.kmsVerify(kms.BatchVerifyHMAC)))},
+		{method: post, pattern: "/v1/kms/random", cap: auth.CapUpdate, op: "kms-random", h: handle(s, withKMS(noName, s.kmsRandom))},
 	}
 }
 
@@ -203,39 +202,10 @@ type (
 	}
 )
 
-// kmsHandler serves a kms route: it finds the key name with nameOf, decodes
-// the body into a Req, calls fn and answers with its result.
-func kmsHandler[Req any](s *Server, nameOf func(*http.Request) (string, error),
-	fn func(r *http.Request, k *kms.KMS, name string, req *Req) (any, error)) func(http.ResponseWriter, *http.Request) {
-	return func(w http.ResponseWriter, r *http.Request) {
-		svc, ok2 := s.services(w, r)
-		if !ok2 {
-			return
-		}
-		var req Req
-		var resp any
-		name, err := nameOf(r)
-		if err == nil {
-			err = decode(r, &req)
-		}
-		if err == nil {
-			resp, err = fn(r, svc.KMS, name, &req)
-		}
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		ok(w, resp)
-	}
-}
-
-// keyName returns the key named in the URL, decoded once (chi matches the
-// escaped path if there is one). Reserved names answer as absent keys.
+// keyName returns the key named in the URL. Reserved names answer as
+// absent keys.
 func keyName(r *http.Request) (string, error) {
 	name := chi.URLParam(r, "name")
-	if r.URL.RawPath != "" {
-		name, _ = url.PathUnescape(name) // "" if malformed: an invalid name
-	}
 	if reserved(name) {
 		return "", fmt.Errorf("%w: key %q", kms.ErrNotFound, name)
 	}

@@ -33,6 +33,7 @@ type state struct {
 	internal error
 	token    string      // the raw token; never logged
 	caller   *auth.Token // nil when unauthenticated
+	vault    bool        // came in through the Vault API
 	after    func()      // runs once the response is audited and sent
 }
 
@@ -142,6 +143,10 @@ func (s *Server) wrap(rt route) http.Handler {
 		if !rt.raw {
 			r.Body = http.MaxBytesReader(w, r.Body, s.maxBody)
 		}
+		if err := unescapeParams(r); err != nil {
+			writeError(w, r, err)
+			return
+		}
 		if rt.public {
 			if !s.shed.allowPublic(w, r, rt) {
 				return
@@ -164,7 +169,14 @@ func (s *Server) wrap(rt route) http.Handler {
 			return
 		}
 		st.token, st.caller = tok, t
+		if rt.anyToken {
+			s.serveAudited(w, r, rt, svc)
+			return
+		}
 		path := strings.TrimPrefix(r.URL.Path, "/v1/")
+		if rt.policy != nil {
+			path = rt.policy(r)
+		}
 		need := rt.cap
 		if rt.capOf != nil {
 			need = rt.capOf(r)
@@ -184,6 +196,9 @@ func (s *Server) wrap(rt route) http.Handler {
 
 func tokenFrom(r *http.Request) string {
 	if t := r.Header.Get(TokenHeader); t != "" {
+		return t
+	}
+	if t := r.Header.Get(vaultHeader); t != "" && isVault(r) {
 		return t
 	}
 	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {

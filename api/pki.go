@@ -75,7 +75,7 @@ func (s *Server) caIssuerCert(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	id := caPathParam(r, "issuer")
+	id := chi.URLParam(r, "issuer")
 	for _, iss := range all {
 		if iss.ID != id {
 			continue

@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -25,25 +24,25 @@ func (s *Server) secretsRoutes() []route {
 	get, put, post, patch, del := http.MethodGet, http.MethodPut, http.MethodPost, http.MethodPatch, http.MethodDelete
 	const sec = "/v1/secret/{mount}"
 	return []route{
-		{method: get, pattern: "/v1/sys/mounts", cap: auth.CapList, op: "mount-list", h: secretsHandler(s, noPath, s.mountList)},
-		{method: post, pattern: "/v1/sys/mounts/{mount}", cap: auth.CapCreate, op: "mount-create", h: secretsHandler(s, noPath, s.mountCreate)},
-		{method: get, pattern: "/v1/sys/mounts/{mount}", cap: auth.CapRead, op: "mount-read", h: secretsHandler(s, noPath, s.mountRead)},
-		{method: post, pattern: "/v1/sys/mounts/{mount}/tune", cap: auth.CapUpdate, op: "mount-tune", h: secretsHandler(s, noPath, s.mountTune)},
-		{method: del, pattern: "/v1/sys/mounts/{mount}", cap: auth.CapDelete, op: "mount-delete", h: secretsHandler(s, noPath, s.mountDelete)},
-		{method: get, pattern: sec + "/data/*", cap: auth.CapRead, op: "secret-read", h: secretsHandler(s, wildPath, s.secretRead)},
-		{method: put, pattern: sec + "/data/*", cap: auth.CapUpdate, op: "secret-write", h: secretsHandler(s, wildPath, s.secretWrite)},
-		{method: post, pattern: sec + "/data/*", cap: auth.CapUpdate, op: "secret-write", h: secretsHandler(s, wildPath, s.secretWrite)},
-		{method: patch, pattern: sec + "/data/*", cap: auth.CapUpdate, op: "secret-patch", h: secretsHandler(s, wildPath, s.secretPatch)},
-		{method: del, pattern: sec + "/data/*", cap: auth.CapDelete, op: "secret-delete", h: secretsHandler(s, wildPath, s.secretDeleteLatest)},
-		{method: post, pattern: sec + "/delete/*", cap: auth.CapDelete, op: "secret-delete", h: secretsHandler(s, wildPath, s.secretDelete)},
-		{method: post, pattern: sec + "/undelete/*", cap: auth.CapUpdate, op: "secret-undelete", h: secretsHandler(s, wildPath, s.secretUndelete)},
-		{method: post, pattern: sec + "/destroy/*", cap: auth.CapDelete, op: "secret-destroy", h: secretsHandler(s, wildPath, s.secretDestroy)},
-		{method: get, pattern: sec + "/metadata/*", cap: auth.CapRead, capOf: metadataCap, op: "secret-metadata-read", h: secretsHandler(s, rawWildPath, s.secretMetadataRead)},
-		{method: put, pattern: sec + "/metadata/*", cap: auth.CapUpdate, op: "secret-metadata-write", h: secretsHandler(s, wildPath, s.secretMetadataWrite)},
-		{method: post, pattern: sec + "/metadata/*", cap: auth.CapUpdate, op: "secret-metadata-write", h: secretsHandler(s, wildPath, s.secretMetadataWrite)},
-		{method: del, pattern: sec + "/metadata/*", cap: auth.CapDelete, op: "secret-metadata-delete", h: secretsHandler(s, wildPath, s.secretMetadataDelete)},
-		{method: post, pattern: sec + "/read-many", cap: auth.CapRead, op: "secret-read-many", h: secretsHandler(s, noPath, s.secretReadMany)},
-		{method: post, pattern: sec + "/move", cap: auth.CapUpdate, op: "secret-move", h: secretsHandler(s, noPath, s.secretMove)},
+		{method: get, pattern: "/v1/sys/mounts", cap: auth.CapList, op: "mount-list", h: handle(s, withSecrets(noPath, s.mountList))},
+		{method: post, pattern: "/v1/sys/mounts/{mount}", cap: auth.CapCreate, op: "mount-create", h: handle(s, withSecrets(noPath, s.mountCreate))},
+		{method: get, pattern: "/v1/sys/mounts/{mount}", cap: auth.CapRead, op: "mount-read", h: handle(s, withSecrets(noPath, s.mountRead))},
+		{method: post, pattern: "/v1/sys/mounts/{mount}/tune", cap: auth.CapUpdate, op: "mount-tune", h: handle(s, withSecrets(noPath, s.mountTune))},
+		{method: del, pattern: "/v1/sys/mounts/{mount}", cap: auth.CapDelete, op: "mount-delete", h: handle(s, withSecrets(noPath, s.mountDelete))},
+		{method: get, pattern: sec + "/data/*", cap: auth.CapRead, op: "secret-read", h: handle(s, withSecrets(wildPath, s.secretRead))},
+		{method: put, pattern: sec + "/data/*", cap: auth.CapUpdate, op: "secret-write", h: handle(s, withSecrets(wildPath, s.secretWrite))},
+		{method: post, pattern: sec + "/data/*", cap: auth.CapUpdate, op: "secret-write", h: handle(s, withSecrets(wildPath, s.secretWrite))},
+		{method: patch, pattern: sec + "/data/*", cap: auth.CapUpdate, op: "secret-patch", h: handle(s, withSecrets(wildPath, s.secretPatch))},
+		{method: del, pattern: sec + "/data/*", cap: auth.CapDelete, op: "secret-delete", h: handle(s, withSecrets(wildPath, s.secretDeleteLatest))},
+		{method: post, pattern: sec + "/delete/*", cap: auth.CapDelete, op: "secret-delete", h: handle(s, withSecrets(wildPath, s.secretDelete))},
+		{method: post, pattern: sec + "/undelete/*", cap: auth.CapUpdate, op: "secret-undelete", h: handle(s, withSecrets(wildPath, s.secretUndelete))},
+		{method: post, pattern: sec + "/destroy/*", cap: auth.CapDelete, op: "secret-destroy", h: handle(s, withSecrets(wildPath, s.secretDestroy))},
+		{method: get, pattern: sec + "/metadata/*", cap: auth.CapRead, capOf: metadataCap, op: "secret-metadata-read", h: handle(s, withSecrets(rawWildPath, s.secretMetadataRead))},
+		{method: put, pattern: sec + "/metadata/*", cap: auth.CapUpdate, op: "secret-metadata-write", h: handle(s, withSecrets(wildPath, s.secretMetadataWrite))},
+		{method: post, pattern: sec + "/metadata/*", cap: auth.CapUpdate, op: "secret-metadata-write", h: handle(s, withSecrets(wildPath, s.secretMetadataWrite))},
+		{method: del, pattern: sec + "/metadata/*", cap: auth.CapDelete, op: "secret-metadata-delete", h: handle(s, withSecrets(wildPath, s.secretMetadataDelete))},
+		{method: post, pattern: sec + "/read-many", cap: auth.CapRead, op: "secret-read-many", h: handle(s, withSecrets(noPath, s.secretReadMany))},
+		{method: post, pattern: sec + "/move", cap: auth.CapUpdate, op: "secret-move", h: handle(s, withSecrets(noPath, s.secretMove))},
 	}
 }
 
@@ -174,66 +173,11 @@ type SecretMoveRequest struct {
 	To   string `json:"to"`
 }
 
-// secretsHandler serves a secrets route: it finds the mount and the path,
-// decodes the body into a Req, calls fn and answers with its result (204
-// when it is nil).
-func secretsHandler[Req any](s *Server, pathOf func(*http.Request) (string, error),
-	fn func(r *http.Request, svc *Services, mount, path string, req *Req) (any, error)) func(http.ResponseWriter, *http.Request) {
-	return func(w http.ResponseWriter, r *http.Request) {
-		svc, ok2 := s.services(w, r)
-		if !ok2 {
-			return
-		}
-		if svc.Secrets == nil {
-			writeError(w, r, Errorf(http.StatusServiceUnavailable, CodeUnavailable, "the secret store is not running on this node"))
-			return
-		}
-		mount, err := unescapeParam(r, "mount")
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		path, err := pathOf(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		var req Req
-		if err := decode(r, &req); err != nil {
-			writeError(w, r, err)
-			return
-		}
-		resp, err := fn(r, svc, mount, path, &req)
-		switch {
-		case err != nil:
-			writeError(w, r, err)
-		case resp == nil:
-			w.WriteHeader(http.StatusNoContent)
-		default:
-			ok(w, resp)
-		}
-	}
-}
-
-// unescapeParam returns a URL parameter decoded once: chi matches the
-// escaped path when there is one (RawPath), else the decoded path.
-func unescapeParam(r *http.Request, key string) (string, error) {
-	v := chi.URLParam(r, key)
-	if r.URL.RawPath == "" {
-		return v, nil
-	}
-	u, err := url.PathUnescape(v)
-	if err != nil {
-		return "", invalid("the path is not validly escaped")
-	}
-	return u, nil
-}
-
 func noPath(*http.Request) (string, error) { return "", nil }
 
 // rawWildPath is the path after data/, metadata/...: validated by the store,
 // which also accepts a folder ("" or ending in "/") when listing.
-func rawWildPath(r *http.Request) (string, error) { return unescapeParam(r, "*") }
+func rawWildPath(r *http.Request) (string, error) { return chi.URLParam(r, "*"), nil }
 
 // wildPath is rawWildPath for a secret's path, validated here.
 func wildPath(r *http.Request) (string, error) {

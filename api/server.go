@@ -89,6 +89,7 @@ type Server struct {
 	metrics *httpMetrics
 	shed    *shedder
 	mux     *chi.Mux
+	vault   *chi.Mux
 }
 
 // New builds the router.
@@ -125,6 +126,8 @@ func New(cfg Config) (*Server, error) {
 	for _, rt := range s.routes() {
 		s.mux.Method(rt.method, rt.pattern, s.wrap(rt))
 	}
+	s.vault = s.newVaultRouter()
+	s.mux.Handle(VaultPrefix+"/*", s.vaultEntry(VaultPrefix))
 	s.mountStep()
 	return s, nil
 }
@@ -164,7 +167,12 @@ type route struct {
 	op string
 	// raw bodies (snapshots) are streamed: not buffered, not audited.
 	raw bool
-	h   func(w http.ResponseWriter, r *http.Request)
+	// policy, when set, names the policy path the route is checked
+	// against (a Vault path is checked as the native path it maps to).
+	policy func(r *http.Request) string
+	// anyToken routes need a valid token but no capability.
+	anyToken bool
+	h        func(w http.ResponseWriter, r *http.Request)
 }
 
 func (s *Server) routes() []route {

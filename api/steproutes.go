@@ -11,6 +11,7 @@ import (
 	"github.com/custos-pki/custos/audit"
 	"github.com/custos-pki/custos/auth"
 	"github.com/custos-pki/custos/ca/stepca"
+	"github.com/go-chi/chi/v5"
 )
 
 // EABRequest is POST /v1/ca/acme/eab: a new external account binding key
@@ -155,7 +156,7 @@ func (s *Server) acmeProvCreate(r *http.Request, a *stepca.Server, req *ACMEProv
 }
 
 func (s *Server) acmeProvRead(r *http.Request, a *stepca.Server, _ *noBody) (any, error) {
-	p, err := a.ACMEProvisioner(r.Context(), caPathParam(r, "name"))
+	p, err := a.ACMEProvisioner(r.Context(), chi.URLParam(r, "name"))
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +164,7 @@ func (s *Server) acmeProvRead(r *http.Request, a *stepca.Server, _ *noBody) (any
 }
 
 func (s *Server) acmeProvUpdate(r *http.Request, a *stepca.Server, req *ACMEProvisioner) (any, error) {
-	p, err := acmeProvIn(caPathParam(r, "name"), req)
+	p, err := acmeProvIn(chi.URLParam(r, "name"), req)
 	if err == nil {
 		p, err = a.UpdateACMEProvisioner(r.Context(), p)
 	}
@@ -174,7 +175,7 @@ func (s *Server) acmeProvUpdate(r *http.Request, a *stepca.Server, req *ACMEProv
 }
 
 func (s *Server) acmeProvDelete(r *http.Request, a *stepca.Server, _ *noBody) (any, error) {
-	if err := a.DeleteACMEProvisioner(r.Context(), caPathParam(r, "name")); err != nil {
+	if err := a.DeleteACMEProvisioner(r.Context(), chi.URLParam(r, "name")); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil

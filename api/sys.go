@@ -37,11 +37,11 @@ func (s *Server) sysRoutes() []route {
 	rs = append(rs, s.ceremonyRoutes(CeremonyRekey, "/v1/sys/rekey/init", "/v1/sys/rekey/update", false)...)
 	rs = append(rs, s.ceremonyRoutes(CeremonyRotateRoot, "/v1/sys/rotate-root/init", "/v1/sys/rotate-root/update", false)...)
 	return append(rs, []route{
-		{method: http.MethodGet, pattern: "/v1/sys/policies", cap: auth.CapList, op: "policy-list", h: authHandler(s, policyList)},
-		{method: http.MethodGet, pattern: "/v1/sys/policies/{name}", cap: auth.CapRead, op: "policy-read", h: authHandler(s, policyRead)},
-		{method: http.MethodPut, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: authHandler(s, policyWrite)},
-		{method: http.MethodPost, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: authHandler(s, policyWrite)},
-		{method: http.MethodDelete, pattern: "/v1/sys/policies/{name}", cap: auth.CapDelete, op: "policy-delete", h: authHandler(s, policyDelete)},
+		{method: http.MethodGet, pattern: "/v1/sys/policies", cap: auth.CapList, op: "policy-list", h: handle(s, withAuth(policyList))},
+		{method: http.MethodGet, pattern: "/v1/sys/policies/{name}", cap: auth.CapRead, op: "policy-read", h: handle(s, withAuth(policyRead))},
+		{method: http.MethodPut, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: handle(s, withAuth(policyWrite))},
+		{method: http.MethodPost, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: handle(s, withAuth(policyWrite))},
+		{method: http.MethodDelete, pattern: "/v1/sys/policies/{name}", cap: auth.CapDelete, op: "policy-delete", h: handle(s, withAuth(policyDelete))},
 	}...)
 }
 

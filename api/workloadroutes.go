@@ -7,6 +7,7 @@ import (
 
 	"github.com/custos-pki/custos/auth"
 	"github.com/custos-pki/custos/workload"
+	"github.com/go-chi/chi/v5"
 )
 
 // WorkloadRegistry keeps the SPIFFE registration entries: *workload.Registry.
@@ -107,7 +108,7 @@ func (s *Server) workloadCreate(r *http.Request, reg WorkloadRegistry, req *Work
 }
 
 func (s *Server) workloadRead(r *http.Request, reg WorkloadRegistry, _ *struct{}) (any, error) {
-	e, err := reg.Get(r.Context(), caPathParam(r, "id"))
+	e, err := reg.Get(r.Context(), chi.URLParam(r, "id"))
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +119,7 @@ func (s *Server) workloadRead(r *http.Request, reg WorkloadRegistry, _ *struct{}
 func (s *Server) workloadDelete(w http.ResponseWriter, r *http.Request) {
 	reg, err := s.workloadRegistry()
 	if err == nil {
-		err = reg.Delete(r.Context(), caPathParam(r, "id"))
+		err = reg.Delete(r.Context(), chi.URLParam(r, "id"))
 	}
 	if err != nil {
 		writeError(w, r, err)

@@ -81,6 +81,7 @@ func serverSettings() []serverSetting {
 		{"pki_url_base", "pki-url-base", "base of the OCSP, CA issuers and CRL URLs in certificates (default: http://<pki-http-addr>, else https://<api-advertise>)"},
 		{"acme_validator_deny", "acme-validator-deny", "address range (CIDR or IP) the ACME validator must not connect to, besides link-local, unspecified and this node's own addresses (repeatable)"},
 		{"workload_api_socket", "workload-api-socket", "Unix socket of the SPIFFE Workload API and Envoy SDS (default: none; <data-dir>/workload.sock with --dev)"},
+		{"vault_addr", "vault-addr", "HTTPS listen address of the Vault-compatible API (default: none; 127.0.0.1:8200 with --dev); it is also served under /vault/ on the API port"},
 		{"dev", "dev", "run a one-node dev cluster, initialised and unsealed"},
 		{"log_level", "log-level", "log level: debug, info, warn or error"},
 	}, limitSettings()...)
@@ -90,6 +91,8 @@ func serverSettings() []serverSetting {
 const (
 	devDataDir = "./custos-dev"
 	devNodeID  = "dev"
+	// devVaultAddr is where --dev serves the Vault API, Vault's dev address.
+	devVaultAddr = "127.0.0.1:8200"
 )
 
 func (a *app) serverCmd() *cobra.Command {
@@ -202,7 +205,11 @@ func (a *app) nodeConfig(logTo io.Writer) (node.Config, error) {
 	if err := applyLimits(v, &cfg); err != nil {
 		return cfg, err
 	}
+	cfg.VaultAddr = v.GetString("vault_addr")
 	cfg.Dev = v.GetBool("dev")
+	if cfg.Dev && !v.IsSet("vault_addr") {
+		cfg.VaultAddr = devVaultAddr
+	}
 	if cfg.Dev {
 		if cfg.DataDir == "" {
 			cfg.DataDir = devDataDir

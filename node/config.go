@@ -85,6 +85,10 @@ type Config struct {
 
 	// Limits are the node's rate limits and load-shedding caps.
 	Limits Limits
+	// VaultAddr, when set, is the listen address of the Vault-compatible
+	// API (HTTPS, the API's certificate). It is also served under /vault/
+	// on the API port.
+	VaultAddr string
 
 	// Dev runs a one-node cluster that initialises and unseals itself.
 	Dev bool
@@ -154,6 +158,11 @@ func (c *Config) Validate() error {
 	for name, addr := range map[string]string{"api_addr": c.APIAddr, "cluster_addr": c.ClusterAddr} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return fmt.Errorf("node: %s %q: %v", name, addr, err)
+		}
+	}
+	if c.VaultAddr != "" {
+		if _, _, err := net.SplitHostPort(c.VaultAddr); err != nil {
+			return fmt.Errorf("node: vault_addr %q: %v", c.VaultAddr, err)
 		}
 	}
 	if c.PKIHTTPAddr != "" {

@@ -50,6 +50,9 @@ type Node struct {
 	ln      net.Listener
 	pkiHTTP *http.Server // plain-HTTP PKI listener, or nil
 	pkiLn   net.Listener
+	// the Vault API listener, or nil
+	vaultHTTP *http.Server
+	vaultLn   net.Listener
 
 	mu      sync.Mutex
 	svc     *api.Services
@@ -238,6 +241,9 @@ func (n *Node) serveAPI() error {
 			n.log.Error("API server stopped", "error", err)
 		}
 	}()
+	if err := n.serveVault(srv, tlsCfg); err != nil {
+		return err
+	}
 	return n.servePKI(srv)
 }
 
@@ -291,6 +297,7 @@ func (n *Node) Close() error {
 			cancel()
 		}
 		n.stopPKI()
+		n.stopVault()
 		n.dropServices()
 		if n.barrier != nil {
 			n.barrier.Seal()
