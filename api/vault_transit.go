@@ -122,7 +122,7 @@ func vaultKeyDelete(r *http.Request, k *kms.KMS, name string, _ *noBody) (any, e
 }
 
 // vaultKey answers with a key as transit/keys/{name} reads it: keys maps
-// each live version to its creation time (unix seconds) or, for signing
+// each live version from min_decryption_version on to its creation time (unix seconds) or, for signing
 // keys, to its public key.
 func vaultKey(r *http.Request, k *kms.KMS, name string) func(ki kms.KeyInfo, err error) (any, error) {
 	return func(ki kms.KeyInfo, err error) (any, error) {
@@ -132,8 +132,8 @@ func vaultKey(r *http.Request, k *kms.KMS, name string) func(ki kms.KeyInfo, err
 		sign := ki.Type != kms.TypeHMAC && !strings.HasPrefix(string(ki.Type), "aes")
 		keys := map[string]any{}
 		for _, v := range ki.Versions {
-			if v.State == kms.VersionState("destroyed") {
-				continue
+			if v.State == kms.StateDestroyed || v.Version < ki.MinDecryptionVersion {
+				continue // as Vault archives them
 			}
 			n := strconv.Itoa(v.Version)
 			if !sign {
@@ -179,7 +179,7 @@ func (s *Server) vaultExport(r *http.Request, k *kms.KMS, name string, _ *noBody
 	}
 	keys := map[string]string{}
 	for _, v := range ki.Versions {
-		if want != 0 && v.Version != want || v.State == kms.VersionState("destroyed") {
+		if want != 0 && v.Version != want || v.State == kms.StateDestroyed || v.Version < ki.MinDecryptionVersion {
 			continue
 		}
 		resp, err := s.kmsExport(r, k, name, &KMSExportRequest{Version: v.Version})

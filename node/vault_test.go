@@ -411,3 +411,37 @@ func b64d(t *testing.T, s string) []byte {
 	}
 	return b
 }
+
+func TestEveryVaultRouteButThePublicOnesNeedsAToken(t *testing.T) {
+	f := newVaultFixture(t)
+	srv, err := api.New(api.Config{Node: f.n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := f.client(t, f.root, false).Auth().Token().Create(&vault.TokenCreateRequest{Policies: []string{"default"}, TTL: "1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	selfService := map[string]bool{"/v1/auth/token/lookup-self": true, "/v1/auth/token/renew-self": true, "/v1/auth/token/revoke-self": true}
+	public := 0
+	for _, rt := range srv.VaultRoutes() {
+		if rt.Public {
+			public++
+			continue
+		}
+		path := strings.ReplaceAll(concretePath(rt.Pattern), "*", "x1")
+		toks := []string{"", "cst_forged-token-value"}
+		if !selfService[rt.Pattern] && !strings.Contains(rt.Pattern, "internal/ui/mounts") {
+			toks = append(toks, sec.Auth.ClientToken)
+		}
+		for _, tok := range toks {
+			status, body := f.vaultCall(t, tok, rt.Method, path, nil)
+			if _, ok := body["errors"].([]any); status != http.StatusForbidden || !ok {
+				t.Errorf("%s %s with token %v: %d %v", rt.Method, rt.Pattern, tok != "", status, body)
+			}
+		}
+	}
+	if public == 0 || public > 8 {
+		t.Fatalf("%d public routes", public)
+	}
+}
