@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/custos-pki/custos/auth"
 	"github.com/go-chi/chi/v5"
 )
 
@@ -134,42 +133,6 @@ func policyAs(tmpl string) func(*http.Request) string {
 			out = out[:i] + chi.URLParam(r, out[i+1:j]) + out[j+1:]
 		}
 	}
-}
-
-// The Vault KV v2 routes are the native secret routes, at
-// /v1/<mount>/... rather than /v1/secret/<mount>/..., checked against the
-// native policy paths.
-func (s *Server) vaultKVRoutes() []route {
-	var rs []route
-	for _, rt := range s.secretsRoutes() {
-		p, found := strings.CutPrefix(rt.pattern, "/v1/secret/{mount}/")
-		if !found || !strings.Contains(p, "/*") {
-			continue // mounts are managed natively; read-many, move are custos'
-		}
-		rt.pattern = "/v1/{mount}/" + p
-		rt.policy = func(r *http.Request) string {
-			path := "secret/" + strings.TrimPrefix(r.URL.Path, "/v1/")
-			if rt.capOf != nil && rt.capOf(r) == auth.CapList && !strings.HasSuffix(path, "/") {
-				path += "/" // Vault lists "a/b" as the folder "a/b/"
-			}
-			return path
-		}
-		if rt.capOf != nil { // a listing names a folder, with or without its "/"
-			h := rt.h
-			rt.h = func(w http.ResponseWriter, r *http.Request) {
-				if rc := chi.RouteContext(r.Context()); rc != nil && rt.capOf(r) == auth.CapList {
-					for i, k := range rc.URLParams.Keys {
-						if k == "*" && rc.URLParams.Values[i] != "" && !strings.HasSuffix(rc.URLParams.Values[i], "/") {
-							rc.URLParams.Values[i] += "/"
-						}
-					}
-				}
-				h(w, r)
-			}
-		}
-		rs = append(rs, rt)
-	}
-	return rs
 }
 
 // vaultResponse is Vault's response envelope.

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -130,6 +132,12 @@ func TestVaultKVv2RoundTrip(t *testing.T) {
 		}
 		if !md.Versions["1"].Destroyed {
 			t.Fatalf("version 1 not destroyed in the metadata: %+v", md.Versions)
+		}
+		if err := kv.PatchMetadata(ctx, path, vault.KVMetadataPatchInput{CustomMetadata: map[string]any{"env": "prod"}}); err != nil {
+			t.Fatalf("patch metadata: %v", err)
+		}
+		if md, err = kv.GetMetadata(ctx, path); err != nil || md.CustomMetadata["owner"] != "team-a" || md.CustomMetadata["env"] != "prod" || md.MaxVersions != 5 {
+			t.Fatalf("metadata after patch: %v %+v", err, md)
 		}
 		vs, err := kv.GetVersionsAsList(ctx, path)
 		if err != nil || len(vs) != 2 {
@@ -311,6 +319,11 @@ func TestVaultWireFormat(t *testing.T) {
 			t.Errorf("the envelope lacks %s: %v", k, body)
 		}
 	}
+	// The Vault request was audited as the native one is.
+	waitFor(t, 10*time.Second, func() bool {
+		raw, _ := os.ReadFile(filepath.Join(f.tc.cfgs[0].DataDir, "audit.log"))
+		return bytes.Contains(raw, []byte(`"path":"/v1/transit/encrypt/lenient"`)) && bytes.Contains(raw, []byte(`"operation":"kms-encrypt"`))
+	})
 	// LIST and ?list=true.
 	for _, m := range []string{"LIST", "GET"} {
 		path := "/v1/transit/keys"
