@@ -284,6 +284,9 @@ func (s *Server) vaultCrypt(op kms.BatchOp) func(r *http.Request, k *kms.KMS, na
 				items[i].Signature = sig
 			}
 		}
+		if !isBatch && pre[0] != nil {
+			return nil, pre[0]
+		}
 		var native any
 		var err error
 		version := int(req.KeyVersion)
@@ -293,11 +296,17 @@ func (s *Server) vaultCrypt(op kms.BatchOp) func(r *http.Request, k *kms.KMS, na
 			for _, it := range items {
 				nr.BatchInput = append(nr.BatchInput, KMSEncryptItem{Plaintext: it.Plaintext, AssociatedData: it.AssociatedData})
 			}
+			if !isBatch {
+				nr.KMSEncryptItem, nr.BatchInput = nr.BatchInput[0], nil
+			}
 			native, err = s.kmsEncrypt(r, k, name, nr)
 		case kms.BatchDecrypt, kms.BatchRewrap:
 			nr := &KMSDecryptRequest{Version: version}
 			for _, it := range items {
 				nr.BatchInput = append(nr.BatchInput, KMSDecryptItem{Ciphertext: it.Ciphertext, AssociatedData: it.AssociatedData})
+			}
+			if !isBatch {
+				nr.KMSDecryptItem, nr.BatchInput = nr.BatchInput[0], nil
 			}
 			native, err = s.kmsDecrypt(op)(r, k, name, nr)
 		case kms.BatchSign, kms.BatchHMAC:
@@ -305,16 +314,25 @@ func (s *Server) vaultCrypt(op kms.BatchOp) func(r *http.Request, k *kms.KMS, na
 			for _, it := range items {
 				nr.BatchInput = append(nr.BatchInput, KMSSignItem{Input: it.Input})
 			}
+			if !isBatch {
+				nr.KMSSignItem, nr.BatchInput = nr.BatchInput[0], nil
+			}
 			native, err = s.kmsSign(op)(r, k, name, nr)
 		default:
 			nr := &KMSVerifyRequest{KMSSignOptions: opts}
 			for _, it := range items {
 				nr.BatchInput = append(nr.BatchInput, KMSVerifyItem{Input: it.Input, Signature: it.Signature, HMAC: it.HMAC})
 			}
+			if !isBatch {
+				nr.KMSVerifyItem, nr.BatchInput = nr.BatchInput[0], nil
+			}
 			native, err = s.kmsVerify(op)(r, k, name, nr)
 		}
 		if err != nil {
 			return nil, err
+		}
+		if one, ok := native.(KMSResult); ok { // a single item: native errors came back as err
+			return toVaultResult(one, "", jws, ecdsaSize), nil
 		}
 		res := native.(KMSBatchResponse).BatchResults
 		out := make([]vaultResult, len(res))
@@ -332,16 +350,6 @@ func (s *Server) vaultCrypt(op kms.BatchOp) func(r *http.Request, k *kms.KMS, na
 			default:
 				failed = true
 			}
-		}
-		if !isBatch {
-			if res[0].Error != nil || pre[0] != nil {
-				if pre[0] != nil {
-					return nil, pre[0]
-				}
-				return nil, res[0].Error
-			}
-			out[0].Reference = ""
-			return out[0], nil
 		}
 		resp := &vaultResponse{Data: map[string]any{"batch_results": out}}
 		switch { // as Vault: a user error 400, else an internal one 500
