@@ -34,30 +34,53 @@ type Services struct {
 	Workloads WorkloadRegistry
 }
 
-// Node is the running node as the API sees it: its lifecycle (init,
-// unseal, seal), its cluster, and its services once unsealed.
+// Node is the running node as the API sees it: the narrow interfaces
+// below, each the part of the node one group of routes uses.
 type Node interface {
+	Lifecycle
+	Ceremonies
+	Keyring
+	Cluster
+}
+
+// ServiceSource gives the services of an unsealed node: all that the route
+// tables over the services (auth, kms, CA, secrets, the Vault API) use.
+type ServiceSource interface {
+	// Services returns the services of an unsealed node, or an error
+	// matching kms.ErrSealed or ErrNotInitialized.
+	Services() (*Services, error)
+}
+
+// Lifecycle is the node's init, unseal and seal, and its health.
+type Lifecycle interface {
+	ServiceSource
 	Health(ctx context.Context) Health
 	SealStatus(ctx context.Context) (SealStatus, error)
 	Init(ctx context.Context, req InitRequest) (InitResponse, error)
 	Unseal(ctx context.Context, req UnsealRequest) (SealStatus, error)
 	Seal(ctx context.Context) error
-	// Services returns the services of an unsealed node, or an error
-	// matching kms.ErrSealed or ErrNotInitialized.
-	Services() (*Services, error)
+}
 
-	// Ceremonies (kind: CeremonyGenerateRoot, CeremonyRekey or
-	// CeremonyRotateRoot) run on the node that started them.
+// Ceremonies (kind: CeremonyGenerateRoot, CeremonyRekey or
+// CeremonyRotateRoot) run on the node that started them.
+type Ceremonies interface {
 	CeremonyInit(ctx context.Context, kind string, req CeremonyRequest) (CeremonyStatus, error)
 	CeremonyStatus(ctx context.Context, kind string) (CeremonyStatus, error)
 	CeremonyUpdate(ctx context.Context, kind string, req CeremonyRequest) (CeremonyStatus, error)
 	CeremonyCancel(ctx context.Context, kind string, req CeremonyRequest) error
-	// The barrier keyring: its status, a rotation, and when it rotates by
-	// itself.
+}
+
+// Keyring is the barrier keyring: its status, a rotation, and when it
+// rotates by itself.
+type Keyring interface {
 	KeyStatus(ctx context.Context) (KeyStatus, error)
 	RotateKeyring(ctx context.Context) (KeyStatus, error)
 	RotationConfig(ctx context.Context) (RotationConfig, error)
 	SetRotationConfig(ctx context.Context, c RotationConfig) (RotationConfig, error)
+}
+
+// Cluster is the Raft cluster: peers, snapshots, joining.
+type Cluster interface {
 	RaftStatus(ctx context.Context) (RaftStatus, error)
 	RemovePeer(ctx context.Context, id string) error
 	StepDown(ctx context.Context) error
