@@ -46,6 +46,8 @@ import (
 // VaultPrefix is where the Vault API is served on the native API's port.
 const VaultPrefix = "/vault"
 
+const errUnsupported = "unsupported path"
+
 // vaultHeader carries the token in Vault's clients.
 const vaultHeader = "X-Vault-Token"
 
@@ -86,7 +88,7 @@ func (s *Server) vaultEntry(prefix string) http.Handler {
 func (s *Server) newVaultRouter() *chi.Mux {
 	m := chi.NewRouter()
 	m.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, r, Errorf(http.StatusNotFound, CodeNotFound, "unsupported path"))
+		writeError(w, r, Errorf(http.StatusNotFound, CodeNotFound, errUnsupported))
 	})
 	m.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, Errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "unsupported operation"))
@@ -186,7 +188,7 @@ func writeVaultError(w http.ResponseWriter, e *Error) {
 		status = http.StatusBadRequest // a failed check-and-set
 	}
 	errs := []string{msg}
-	if e.Code == CodeNotFound && status == http.StatusNotFound {
+	if e.Code == CodeNotFound && status == http.StatusNotFound && msg != errUnsupported {
 		errs = []string{} // as Vault answers a read of nothing
 	}
 	writeJSON(w, status, map[string][]string{"errors": errs})
