@@ -13,19 +13,19 @@ var jsonUnmarshal = json.Unmarshal
 
 func (s *Server) authRoutes() []route {
 	return []route{
-		{method: http.MethodPost, pattern: "/v1/auth/token/create", cap: auth.CapUpdate, op: "token-create", h: handle(s, withAuth(tokenCreate))},
-		{method: http.MethodGet, pattern: "/v1/auth/token/lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: handle(s, withAuth(tokenLookupSelf))},
-		{method: http.MethodPost, pattern: "/v1/auth/token/lookup", cap: auth.CapUpdate, op: "token-lookup", h: handle(s, withAuth(tokenLookup))},
-		{method: http.MethodPost, pattern: "/v1/auth/token/renew-self", cap: auth.CapUpdate, op: "token-renew-self", h: handle(s, withAuth(tokenRenewSelf))},
-		{method: http.MethodPost, pattern: "/v1/auth/token/renew", cap: auth.CapUpdate, op: "token-renew", h: handle(s, withAuth(tokenRenew))},
-		{method: http.MethodPost, pattern: "/v1/auth/token/revoke-self", cap: auth.CapUpdate, op: "token-revoke-self", h: handle(s, withAuth(tokenRevokeSelf))},
-		{method: http.MethodPost, pattern: "/v1/auth/token/revoke", cap: auth.CapUpdate, op: "token-revoke", h: handle(s, withAuth(tokenRevoke))},
-		{method: http.MethodPost, pattern: "/v1/auth/cert/login", public: true, op: "cert-login", h: handle(s, withAuth(certLogin))},
-		{method: http.MethodGet, pattern: "/v1/auth/cert/roles", cap: auth.CapList, op: "cert-role-list", h: handle(s, withAuth(certRoleList))},
-		{method: http.MethodGet, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapRead, op: "cert-role-read", h: handle(s, withAuth(certRoleRead))},
-		{method: http.MethodPut, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapUpdate, op: "cert-role-write", h: handle(s, withAuth(certRoleWrite))},
-		{method: http.MethodPost, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapUpdate, op: "cert-role-write", h: handle(s, withAuth(certRoleWrite))},
-		{method: http.MethodDelete, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapDelete, op: "cert-role-delete", h: handle(s, withAuth(certRoleDelete))},
+		{method: http.MethodPost, pattern: "/v1/auth/token/create", cap: auth.CapUpdate, op: "token-create", h: handle(withAuth(s, tokenCreate))},
+		{method: http.MethodGet, pattern: "/v1/auth/token/lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: handle(withAuth(s, tokenLookupSelf))},
+		{method: http.MethodPost, pattern: "/v1/auth/token/lookup", cap: auth.CapUpdate, op: "token-lookup", h: handle(withAuth(s, tokenLookup))},
+		{method: http.MethodPost, pattern: "/v1/auth/token/renew-self", cap: auth.CapUpdate, op: "token-renew-self", h: handle(withAuth(s, tokenRenewSelf))},
+		{method: http.MethodPost, pattern: "/v1/auth/token/renew", cap: auth.CapUpdate, op: "token-renew", h: handle(withAuth(s, tokenRenew))},
+		{method: http.MethodPost, pattern: "/v1/auth/token/revoke-self", cap: auth.CapUpdate, op: "token-revoke-self", h: handle(withAuth(s, tokenRevokeSelf))},
+		{method: http.MethodPost, pattern: "/v1/auth/token/revoke", cap: auth.CapUpdate, op: "token-revoke", h: handle(withAuth(s, tokenRevoke))},
+		{method: http.MethodPost, pattern: "/v1/auth/cert/login", public: true, op: "cert-login", h: handle(withAuth(s, certLogin))},
+		{method: http.MethodGet, pattern: "/v1/auth/cert/roles", cap: auth.CapList, op: "cert-role-list", h: handle(withAuth(s, certRoleList))},
+		{method: http.MethodGet, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapRead, op: "cert-role-read", h: handle(withAuth(s, certRoleRead))},
+		{method: http.MethodPut, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapUpdate, op: "cert-role-write", h: handle(withAuth(s, certRoleWrite))},
+		{method: http.MethodPost, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapUpdate, op: "cert-role-write", h: handle(withAuth(s, certRoleWrite))},
+		{method: http.MethodDelete, pattern: "/v1/auth/cert/roles/{name}", cap: auth.CapDelete, op: "cert-role-delete", h: handle(withAuth(s, certRoleDelete))},
 	}
 }
 

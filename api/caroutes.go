@@ -27,20 +27,20 @@ func (s *Server) caRoutes() []route {
 	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
 	sudo := auth.CapUpdate | auth.CapSudo
 	return []route{
-		{method: post, pattern: "/v1/ca/init", cap: sudo, op: "ca-init", h: handle(s, withCA(s.caInit))},
-		{method: get, pattern: "/v1/ca/roles", cap: auth.CapList, op: "ca-role-list", h: handle(s, withCA(s.caRoleList))},
-		{method: get, pattern: "/v1/ca/roles/{name}", cap: auth.CapRead, op: "ca-role-read", h: handle(s, withCA(s.caRoleRead))},
-		{method: put, pattern: "/v1/ca/roles/{name}", cap: auth.CapUpdate, op: "ca-role-write", h: handle(s, withCA(s.caRoleWrite))},
-		{method: post, pattern: "/v1/ca/roles/{name}", cap: auth.CapUpdate, op: "ca-role-write", h: handle(s, withCA(s.caRoleWrite))},
-		{method: del, pattern: "/v1/ca/roles/{name}", cap: auth.CapDelete, op: "ca-role-delete", h: handle(s, withCA(s.caRoleDelete))},
-		{method: post, pattern: "/v1/ca/sign/{role}", cap: auth.CapUpdate, op: "ca-sign", h: handle(s, withCA(s.caSign))},
-		{method: post, pattern: "/v1/ca/issue/{role}", cap: auth.CapUpdate, op: "ca-issue", h: handle(s, withCA(s.caIssue))},
-		{method: get, pattern: "/v1/ca/certs", cap: auth.CapList, op: "ca-cert-list", h: handle(s, withCA(s.caCertList))},
-		{method: get, pattern: "/v1/ca/certs/{serial}", cap: auth.CapRead, op: "ca-cert-read", h: handle(s, withCA(s.caCertRead))},
-		{method: post, pattern: "/v1/ca/revoke", cap: auth.CapUpdate, op: "ca-revoke", h: handle(s, withCA(s.caRevoke))},
-		{method: post, pattern: "/v1/ca/intermediate/csr", cap: sudo, op: "ca-intermediate-csr", h: handle(s, withCA(s.caIntermediateCSR))},
-		{method: post, pattern: "/v1/ca/intermediate/set", cap: sudo, op: "ca-intermediate-set", h: handle(s, withCA(s.caIntermediateSet))},
-		{method: post, pattern: "/v1/ca/intermediate/rotate", cap: sudo, op: "ca-intermediate-rotate", h: handle(s, withCA(s.caIntermediateRotate))},
+		{method: post, pattern: "/v1/ca/init", cap: sudo, op: "ca-init", h: handle(withCA(s, s.caInit))},
+		{method: get, pattern: "/v1/ca/roles", cap: auth.CapList, op: "ca-role-list", h: handle(withCA(s, s.caRoleList))},
+		{method: get, pattern: "/v1/ca/roles/{name}", cap: auth.CapRead, op: "ca-role-read", h: handle(withCA(s, s.caRoleRead))},
+		{method: put, pattern: "/v1/ca/roles/{name}", cap: auth.CapUpdate, op: "ca-role-write", h: handle(withCA(s, s.caRoleWrite))},
+		{method: post, pattern: "/v1/ca/roles/{name}", cap: auth.CapUpdate, op: "ca-role-write", h: handle(withCA(s, s.caRoleWrite))},
+		{method: del, pattern: "/v1/ca/roles/{name}", cap: auth.CapDelete, op: "ca-role-delete", h: handle(withCA(s, s.caRoleDelete))},
+		{method: post, pattern: "/v1/ca/sign/{role}", cap: auth.CapUpdate, op: "ca-sign", h: handle(withCA(s, s.caSign))},
+		{method: post, pattern: "/v1/ca/issue/{role}", cap: auth.CapUpdate, op: "ca-issue", h: handle(withCA(s, s.caIssue))},
+		{method: get, pattern: "/v1/ca/certs", cap: auth.CapList, op: "ca-cert-list", h: handle(withCA(s, s.caCertList))},
+		{method: get, pattern: "/v1/ca/certs/{serial}", cap: auth.CapRead, op: "ca-cert-read", h: handle(withCA(s, s.caCertRead))},
+		{method: post, pattern: "/v1/ca/revoke", cap: auth.CapUpdate, op: "ca-revoke", h: handle(withCA(s, s.caRevoke))},
+		{method: post, pattern: "/v1/ca/intermediate/csr", cap: sudo, op: "ca-intermediate-csr", h: handle(withCA(s, s.caIntermediateCSR))},
+		{method: post, pattern: "/v1/ca/intermediate/set", cap: sudo, op: "ca-intermediate-set", h: handle(withCA(s, s.caIntermediateSet))},
+		{method: post, pattern: "/v1/ca/intermediate/rotate", cap: sudo, op: "ca-intermediate-rotate", h: handle(withCA(s, s.caIntermediateRotate))},
 	}
 }
 

@@ -15,92 +15,45 @@ func (s *Server) ceremonyRoutes(kind, initPath, updatePath string, public bool) 
 		return route{method: method, pattern: pattern, public: public, cap: c | auth.CapSudo, op: kind + "-" + op, h: h}
 	}
 	return []route{
-		rt(http.MethodGet, initPath, "status", auth.CapRead, func(w http.ResponseWriter, r *http.Request) {
-			st, err := s.node.CeremonyStatus(r.Context(), kind)
-			reply(w, r, st, err)
-		}),
-		rt(http.MethodPost, initPath, "init", auth.CapUpdate, func(w http.ResponseWriter, r *http.Request) {
-			var req CeremonyRequest
-			if err := decode(r, &req); err != nil {
-				writeError(w, r, err)
-				return
-			}
-			st, err := s.node.CeremonyInit(r.Context(), kind, req)
-			reply(w, r, st, err)
-		}),
-		rt(http.MethodDelete, initPath, "cancel", auth.CapUpdate, func(w http.ResponseWriter, r *http.Request) {
-			var req CeremonyRequest
-			if err := decode(r, &req); err != nil {
-				writeError(w, r, err)
-				return
-			}
+		rt(http.MethodGet, initPath, "status", auth.CapRead, handle(func(r *http.Request, _ *noBody) (any, error) {
+			return s.node.CeremonyStatus(r.Context(), kind)
+		})),
+		rt(http.MethodPost, initPath, "init", auth.CapUpdate, handle(func(r *http.Request, req *CeremonyRequest) (any, error) {
+			return s.node.CeremonyInit(r.Context(), kind, *req)
+		})),
+		rt(http.MethodDelete, initPath, "cancel", auth.CapUpdate, handle(func(r *http.Request, req *CeremonyRequest) (any, error) {
 			if req.Nonce == "" {
-				writeError(w, r, invalid("nonce is required to cancel a ceremony"))
-				return
+				return nil, invalid("nonce is required to cancel a ceremony")
 			}
-			if err := s.node.CeremonyCancel(r.Context(), kind, req); err != nil {
-				writeError(w, r, err)
-				return
-			}
-			w.WriteHeader(http.StatusNoContent)
-		}),
-		rt(http.MethodPost, updatePath, "update", auth.CapUpdate, func(w http.ResponseWriter, r *http.Request) {
-			var req CeremonyRequest
-			if err := decode(r, &req); err != nil {
-				writeError(w, r, err)
-				return
-			}
+			return nil, s.node.CeremonyCancel(r.Context(), kind, *req)
+		})),
+		rt(http.MethodPost, updatePath, "update", auth.CapUpdate, handle(func(r *http.Request, req *CeremonyRequest) (any, error) {
 			switch {
 			case req.Nonce == "":
-				writeError(w, r, invalid("nonce is required"))
-				return
+				return nil, invalid("nonce is required")
 			case req.Key == "":
-				writeError(w, r, invalid("key is required"))
-				return
+				return nil, invalid("key is required")
 			}
-			st, err := s.node.CeremonyUpdate(r.Context(), kind, req)
-			reply(w, r, st, err)
-		}),
+			return s.node.CeremonyUpdate(r.Context(), kind, *req)
+		})),
 	}
 }
 
-func reply(w http.ResponseWriter, r *http.Request, v any, err error) {
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	ok(w, v)
+func (s *Server) keyStatus(r *http.Request, _ *noBody) (any, error) {
+	return s.node.KeyStatus(r.Context())
 }
 
-func (s *Server) keyStatus(w http.ResponseWriter, r *http.Request) {
-	st, err := s.node.KeyStatus(r.Context())
-	reply(w, r, st, err)
+func (s *Server) rotate(r *http.Request, _ *struct{}) (any, error) {
+	return s.node.RotateKeyring(r.Context())
 }
 
-func (s *Server) rotate(w http.ResponseWriter, r *http.Request) {
-	if err := decode(r, &noBody{}); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	st, err := s.node.RotateKeyring(r.Context())
-	reply(w, r, st, err)
+func (s *Server) rotationConfig(r *http.Request, _ *noBody) (any, error) {
+	return s.node.RotationConfig(r.Context())
 }
 
-func (s *Server) rotationConfig(w http.ResponseWriter, r *http.Request) {
-	c, err := s.node.RotationConfig(r.Context())
-	reply(w, r, c, err)
-}
-
-func (s *Server) setRotationConfig(w http.ResponseWriter, r *http.Request) {
-	var req RotationConfig
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
+func (s *Server) setRotationConfig(r *http.Request, req *RotationConfig) (any, error) {
 	if _, err := time.ParseDuration(req.Interval); err != nil {
-		writeError(w, r, invalid("interval must be a Go duration such as 720h (0s: never by age)"))
-		return
+		return nil, invalid("interval must be a Go duration such as 720h (0s: never by age)")
 	}
-	c, err := s.node.SetRotationConfig(r.Context(), req)
-	reply(w, r, c, err)
+	return s.node.SetRotationConfig(r.Context(), *req)
 }

@@ -11,29 +11,29 @@ import (
 	"github.com/go-chi/chi/v5"
 )
 
-// The one adapter between a route and the service behind it, and its one
-// convention: a request body decodes into Req (unless Req is noBody); the
-// handler's result is sent as 200 with the result as the body, or 204 No
-// Content when the result is nil (deletes, revocations, writes that have
-// nothing to say). Every error goes through writeError. The route tables
-// (authRoutes, kmsRoutes, caRoutes, secretsRoutes, vaultRoutes, ...) map
-// paths onto it with the service selectors below.
+// The one adapter between a route and the code behind it (handle), and its
+// one convention: a request body decodes into Req (unless Req is noBody);
+// the result is sent as 200 with the result as the body, or 204 No Content
+// when the result is nil (deletes, revocations, writes that have nothing to
+// say). Every error goes through writeError. The route tables (sysRoutes,
+// authRoutes, kmsRoutes, caRoutes, secretsRoutes, vaultRoutes, ...) map
+// paths onto it, with the service selectors below for the routes of an
+// unsealed node's services. Only streams (snapshots, step-ca, the PKI
+// files) and answers whose status says something (health) are written by
+// hand.
 
-// handlerFunc is what a route's service code implements.
-type handlerFunc[Req any] func(r *http.Request, svc *Services, req *Req) (any, error)
+// handlerFunc is what a route's code implements: it reads its URL
+// parameters with chi.URLParam (decoded once, by wrap) and its body in req.
+type handlerFunc[Req any] func(r *http.Request, req *Req) (any, error)
 
 // noBody marks a handler that reads no request body: whatever is sent is
-// ignored, as for a GET.
+// ignored, as for a GET. A handler taking *struct{} accepts only an empty
+// body or {}.
 type noBody struct{}
 
 // handle serves a route with fn.
-func handle[Req any](s *Server, fn handlerFunc[Req]) http.HandlerFunc {
+func handle[Req any](fn handlerFunc[Req]) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		svc, err := s.node.Services()
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
 		var req Req
 		if _, skip := any(&req).(*noBody); !skip {
 			if err := decode(r, &req); err != nil {
@@ -41,7 +41,7 @@ func handle[Req any](s *Server, fn handlerFunc[Req]) http.HandlerFunc {
 				return
 			}
 		}
-		resp, err := fn(r, svc, &req)
+		resp, err := fn(r, &req)
 		respond(w, r, resp, err)
 	}
 }
@@ -62,29 +62,40 @@ func respond(w http.ResponseWriter, r *http.Request, resp any, err error) {
 	}
 }
 
-// withAuth, withKMS, withCA and withSecrets adapt handlers of one service.
-func withAuth[Req any](fn func(r *http.Request, a *auth.Service, req *Req) (any, error)) handlerFunc[Req] {
-	return func(r *http.Request, svc *Services, req *Req) (any, error) { return fn(r, svc.Auth, req) }
+// withServices, withAuth, withKMS, withCA and withSecrets adapt handlers of
+// the services of an unsealed node.
+func withServices[Req any](s *Server, fn func(r *http.Request, svc *Services, req *Req) (any, error)) handlerFunc[Req] {
+	return func(r *http.Request, req *Req) (any, error) {
+		svc, err := s.node.Services()
+		if err != nil {
+			return nil, err
+		}
+		return fn(r, svc, req)
+	}
+}
+
+func withAuth[Req any](s *Server, fn func(r *http.Request, a *auth.Service, req *Req) (any, error)) handlerFunc[Req] {
+	return withServices(s, func(r *http.Request, svc *Services, req *Req) (any, error) { return fn(r, svc.Auth, req) })
 }
 
 // withKMS also finds the key name with nameOf.
-func withKMS[Req any](nameOf func(*http.Request) (string, error), fn func(r *http.Request, k *kms.KMS, name string, req *Req) (any, error)) handlerFunc[Req] {
-	return func(r *http.Request, svc *Services, req *Req) (any, error) {
+func withKMS[Req any](s *Server, nameOf func(*http.Request) (string, error), fn func(r *http.Request, k *kms.KMS, name string, req *Req) (any, error)) handlerFunc[Req] {
+	return withServices(s, func(r *http.Request, svc *Services, req *Req) (any, error) {
 		name, err := nameOf(r)
 		if err != nil {
 			return nil, err
 		}
 		return fn(r, svc.KMS, name, req)
-	}
+	})
 }
 
-func withCA[Req any](fn func(r *http.Request, c *ca.CA, req *Req) (any, error)) handlerFunc[Req] {
-	return func(r *http.Request, svc *Services, req *Req) (any, error) {
+func withCA[Req any](s *Server, fn func(r *http.Request, c *ca.CA, req *Req) (any, error)) handlerFunc[Req] {
+	return withServices(s, func(r *http.Request, svc *Services, req *Req) (any, error) {
 		if svc.CA == nil {
 			return nil, errNoCA
 		}
 		return fn(r, svc.CA, req)
-	}
+	})
 }
 
 var (
@@ -93,8 +104,8 @@ var (
 )
 
 // withSecrets also finds the mount ({mount}) and, with pathOf, the path.
-func withSecrets[Req any](pathOf func(*http.Request) (string, error), fn func(r *http.Request, svc *Services, mount, path string, req *Req) (any, error)) handlerFunc[Req] {
-	return func(r *http.Request, svc *Services, req *Req) (any, error) {
+func withSecrets[Req any](s *Server, pathOf func(*http.Request) (string, error), fn func(r *http.Request, svc *Services, mount, path string, req *Req) (any, error)) handlerFunc[Req] {
+	return withServices(s, func(r *http.Request, svc *Services, req *Req) (any, error) {
 		if svc.Secrets == nil {
 			return nil, errNoSecrets
 		}
@@ -103,7 +114,7 @@ func withSecrets[Req any](pathOf func(*http.Request) (string, error), fn func(r 
 			return nil, err
 		}
 		return fn(r, svc, chi.URLParam(r, "mount"), path, req)
-	}
+	})
 }
 
 // unescapeParams decodes every URL parameter of the matched route once, in

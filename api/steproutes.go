@@ -54,37 +54,24 @@ type ACMEProvisionerList struct {
 func (s *Server) acmeRoutes() []route {
 	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
 	return []route{
-		{method: post, pattern: "/v1/ca/acme/eab", cap: auth.CapUpdate | auth.CapSudo, op: "acme-eab-create", h: acmeHandler(s, s.eabCreate)},
-		{method: get, pattern: "/v1/ca/acme/provisioners", cap: auth.CapList, op: "acme-provisioner-list", h: acmeHandler(s, s.acmeProvList)},
-		{method: post, pattern: "/v1/ca/acme/provisioners", cap: auth.CapCreate, op: "acme-provisioner-create", h: acmeHandler(s, s.acmeProvCreate)},
-		{method: get, pattern: "/v1/ca/acme/provisioners/{name}", cap: auth.CapRead, op: "acme-provisioner-read", h: acmeHandler(s, s.acmeProvRead)},
-		{method: put, pattern: "/v1/ca/acme/provisioners/{name}", cap: auth.CapUpdate, op: "acme-provisioner-update", h: acmeHandler(s, s.acmeProvUpdate)},
-		{method: del, pattern: "/v1/ca/acme/provisioners/{name}", cap: auth.CapDelete, op: "acme-provisioner-delete", h: acmeHandler(s, s.acmeProvDelete)},
+		{method: post, pattern: "/v1/ca/acme/eab", cap: auth.CapUpdate | auth.CapSudo, op: "acme-eab-create", h: handle(withACME(s, s.eabCreate))},
+		{method: get, pattern: "/v1/ca/acme/provisioners", cap: auth.CapList, op: "acme-provisioner-list", h: handle(withACME(s, s.acmeProvList))},
+		{method: post, pattern: "/v1/ca/acme/provisioners", cap: auth.CapCreate, op: "acme-provisioner-create", h: handle(withACME(s, s.acmeProvCreate))},
+		{method: get, pattern: "/v1/ca/acme/provisioners/{name}", cap: auth.CapRead, op: "acme-provisioner-read", h: handle(withACME(s, s.acmeProvRead))},
+		{method: put, pattern: "/v1/ca/acme/provisioners/{name}", cap: auth.CapUpdate, op: "acme-provisioner-update", h: handle(withACME(s, s.acmeProvUpdate))},
+		{method: del, pattern: "/v1/ca/acme/provisioners/{name}", cap: auth.CapDelete, op: "acme-provisioner-delete", h: handle(withACME(s, s.acmeProvDelete))},
 	}
 }
 
-// acmeHandler decodes a JSON request, runs fn with the node's step-ca and
-// sends its answer, as caHandler does for the CA.
-func acmeHandler[Req any](s *Server, fn func(r *http.Request, a *stepca.Server, req *Req) (any, error)) func(http.ResponseWriter, *http.Request) {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var req Req
-		var resp any
-		svc, err := s.node.Services()
-		if err == nil && svc.ACME == nil {
-			err = Errorf(http.StatusNotFound, CodeNotFound, "the certificate authority is not initialised")
+// withACME adapts a handler of the node's step-ca, once the CA is
+// initialised.
+func withACME[Req any](s *Server, fn func(r *http.Request, a *stepca.Server, req *Req) (any, error)) handlerFunc[Req] {
+	return withServices(s, func(r *http.Request, svc *Services, req *Req) (any, error) {
+		if svc.ACME == nil {
+			return nil, Errorf(http.StatusNotFound, CodeNotFound, "the certificate authority is not initialised")
 		}
-		if _, skip := any(&req).(*noBody); err == nil && !skip {
-			err = decode(r, &req)
-		}
-		if err == nil {
-			resp, err = fn(r, svc.ACME, &req)
-		}
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		ok(w, resp)
-	}
+		return fn(r, svc.ACME, req)
+	})
 }
 
 func (s *Server) eabCreate(r *http.Request, a *stepca.Server, req *EABRequest) (any, error) {
@@ -175,10 +162,7 @@ func (s *Server) acmeProvUpdate(r *http.Request, a *stepca.Server, req *ACMEProv
 }
 
 func (s *Server) acmeProvDelete(r *http.Request, a *stepca.Server, _ *noBody) (any, error) {
-	if err := a.DeleteACMEProvisioner(r.Context(), chi.URLParam(r, "name")); err != nil {
-		return nil, err
-	}
-	return struct{}{}, nil
+	return nil, a.DeleteACMEProvisioner(r.Context(), chi.URLParam(r, "name"))
 }
 
 // stepPaths are where step-ca's handlers live: ACME under /acme/ and

@@ -15,19 +15,19 @@ func (s *Server) sysRoutes() []route {
 	rs := []route{
 		{method: http.MethodGet, pattern: "/v1/sys/health", public: true, op: "health", h: s.health},
 		{method: http.MethodHead, pattern: "/v1/sys/health", public: true, op: "health", h: s.health},
-		{method: http.MethodGet, pattern: "/v1/sys/seal-status", public: true, op: "seal-status", h: s.sealStatus},
-		{method: http.MethodPost, pattern: "/v1/sys/init", public: true, op: "init", h: s.init},
-		{method: http.MethodPost, pattern: "/v1/sys/unseal", public: true, op: "unseal", h: s.unseal},
-		{method: http.MethodPost, pattern: "/v1/sys/cluster/join", public: true, op: "join", h: s.join},
-		{method: http.MethodPost, pattern: "/v1/sys/seal", cap: auth.CapUpdate | auth.CapSudo, op: "seal", h: s.seal},
-		{method: http.MethodGet, pattern: "/v1/sys/key-status", cap: auth.CapRead, op: "key-status", h: s.keyStatus},
-		{method: http.MethodPost, pattern: "/v1/sys/rotate", cap: auth.CapUpdate | auth.CapSudo, op: "rotate", h: s.rotate},
-		{method: http.MethodGet, pattern: "/v1/sys/rotate/config", cap: auth.CapRead, op: "rotate-config-read", h: s.rotationConfig},
-		{method: http.MethodPost, pattern: "/v1/sys/rotate/config", cap: auth.CapUpdate | auth.CapSudo, op: "rotate-config-write", h: s.setRotationConfig},
-		{method: http.MethodPost, pattern: "/v1/sys/join-token", cap: auth.CapCreate | auth.CapSudo, op: "join-token", h: s.joinToken},
-		{method: http.MethodGet, pattern: "/v1/sys/raft/peers", cap: auth.CapRead, op: "raft-peers", h: s.raftPeers},
-		{method: http.MethodPost, pattern: "/v1/sys/raft/remove-peer", cap: auth.CapUpdate | auth.CapSudo, op: "remove-peer", h: s.removePeer},
-		{method: http.MethodPost, pattern: "/v1/sys/raft/step-down", cap: auth.CapUpdate | auth.CapSudo, op: "step-down", h: s.stepDown},
+		{method: http.MethodGet, pattern: "/v1/sys/seal-status", public: true, op: "seal-status", h: handle(s.sealStatus)},
+		{method: http.MethodPost, pattern: "/v1/sys/init", public: true, op: "init", h: handle(s.init)},
+		{method: http.MethodPost, pattern: "/v1/sys/unseal", public: true, op: "unseal", h: handle(s.unseal)},
+		{method: http.MethodPost, pattern: "/v1/sys/cluster/join", public: true, op: "join", h: handle(s.join)},
+		{method: http.MethodPost, pattern: "/v1/sys/seal", cap: auth.CapUpdate | auth.CapSudo, op: "seal", h: handle(s.seal)},
+		{method: http.MethodGet, pattern: "/v1/sys/key-status", cap: auth.CapRead, op: "key-status", h: handle(s.keyStatus)},
+		{method: http.MethodPost, pattern: "/v1/sys/rotate", cap: auth.CapUpdate | auth.CapSudo, op: "rotate", h: handle(s.rotate)},
+		{method: http.MethodGet, pattern: "/v1/sys/rotate/config", cap: auth.CapRead, op: "rotate-config-read", h: handle(s.rotationConfig)},
+		{method: http.MethodPost, pattern: "/v1/sys/rotate/config", cap: auth.CapUpdate | auth.CapSudo, op: "rotate-config-write", h: handle(s.setRotationConfig)},
+		{method: http.MethodPost, pattern: "/v1/sys/join-token", cap: auth.CapCreate | auth.CapSudo, op: "join-token", h: handle(s.joinToken)},
+		{method: http.MethodGet, pattern: "/v1/sys/raft/peers", cap: auth.CapRead, op: "raft-peers", h: handle(s.raftPeers)},
+		{method: http.MethodPost, pattern: "/v1/sys/raft/remove-peer", cap: auth.CapUpdate | auth.CapSudo, op: "remove-peer", h: handle(s.removePeer)},
+		{method: http.MethodPost, pattern: "/v1/sys/raft/step-down", cap: auth.CapUpdate | auth.CapSudo, op: "step-down", h: handle(s.stepDown)},
 		{method: http.MethodGet, pattern: "/v1/sys/raft/snapshot", cap: auth.CapRead | auth.CapSudo, op: "snapshot-save", raw: true, h: s.snapshotSave},
 		{method: http.MethodPost, pattern: "/v1/sys/raft/snapshot", cap: auth.CapUpdate | auth.CapSudo, op: "snapshot-restore", raw: true, h: s.snapshotRestore},
 	}
@@ -37,11 +37,11 @@ func (s *Server) sysRoutes() []route {
 	rs = append(rs, s.ceremonyRoutes(CeremonyRekey, "/v1/sys/rekey/init", "/v1/sys/rekey/update", false)...)
 	rs = append(rs, s.ceremonyRoutes(CeremonyRotateRoot, "/v1/sys/rotate-root/init", "/v1/sys/rotate-root/update", false)...)
 	return append(rs, []route{
-		{method: http.MethodGet, pattern: "/v1/sys/policies", cap: auth.CapList, op: "policy-list", h: handle(s, withAuth(policyList))},
-		{method: http.MethodGet, pattern: "/v1/sys/policies/{name}", cap: auth.CapRead, op: "policy-read", h: handle(s, withAuth(policyRead))},
-		{method: http.MethodPut, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: handle(s, withAuth(policyWrite))},
-		{method: http.MethodPost, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: handle(s, withAuth(policyWrite))},
-		{method: http.MethodDelete, pattern: "/v1/sys/policies/{name}", cap: auth.CapDelete, op: "policy-delete", h: handle(s, withAuth(policyDelete))},
+		{method: http.MethodGet, pattern: "/v1/sys/policies", cap: auth.CapList, op: "policy-list", h: handle(withAuth(s, policyList))},
+		{method: http.MethodGet, pattern: "/v1/sys/policies/{name}", cap: auth.CapRead, op: "policy-read", h: handle(withAuth(s, policyRead))},
+		{method: http.MethodPut, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: handle(withAuth(s, policyWrite))},
+		{method: http.MethodPost, pattern: "/v1/sys/policies/{name}", cap: auth.CapUpdate, op: "policy-write", h: handle(withAuth(s, policyWrite))},
+		{method: http.MethodDelete, pattern: "/v1/sys/policies/{name}", cap: auth.CapDelete, op: "policy-delete", h: handle(withAuth(s, policyDelete))},
 	}...)
 }
 
@@ -63,124 +63,58 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, h)
 }
 
-func (s *Server) sealStatus(w http.ResponseWriter, r *http.Request) {
-	st, err := s.node.SealStatus(r.Context())
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	ok(w, st)
+func (s *Server) sealStatus(r *http.Request, _ *noBody) (any, error) {
+	return s.node.SealStatus(r.Context())
 }
 
-func (s *Server) init(w http.ResponseWriter, r *http.Request) {
-	var req InitRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
+func (s *Server) init(r *http.Request, req *InitRequest) (any, error) {
 	// Answer an initialised cluster from this node's own state: a refused
 	// init must cost no replicated write (the barrier's init would create
 	// its tables and try its compare-and-swap before finding out).
 	if s.node.Health(r.Context()).Initialized {
-		writeError(w, r, kms.ErrAlreadyInitialized)
-		return
+		return nil, kms.ErrAlreadyInitialized
 	}
-	resp, err := s.node.Init(r.Context(), req)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	ok(w, resp)
+	return s.node.Init(r.Context(), *req)
 }
 
-func (s *Server) unseal(w http.ResponseWriter, r *http.Request) {
-	var req UnsealRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
+func (s *Server) unseal(r *http.Request, req *UnsealRequest) (any, error) {
 	if req.Key == "" && !req.Reset {
-		writeError(w, r, invalid("key is required"))
-		return
+		return nil, invalid("key is required")
 	}
-	st, err := s.node.Unseal(r.Context(), req)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	ok(w, st)
+	return s.node.Unseal(r.Context(), *req)
 }
 
-func (s *Server) seal(w http.ResponseWriter, r *http.Request) {
+func (s *Server) seal(r *http.Request, _ *noBody) (any, error) {
 	// Seal once the response is in the audit log: sealing closes it.
 	afterResponse(r, func() {
 		if err := s.node.Seal(context.WithoutCancel(r.Context())); err != nil {
 			s.log.Error("seal", "error", err)
 		}
 	})
-	w.WriteHeader(http.StatusNoContent)
+	return nil, nil
 }
 
-func (s *Server) joinToken(w http.ResponseWriter, r *http.Request) {
-	var req JoinTokenRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	resp, err := s.node.CreateJoinToken(r.Context(), req)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	ok(w, resp)
+func (s *Server) joinToken(r *http.Request, req *JoinTokenRequest) (any, error) {
+	return s.node.CreateJoinToken(r.Context(), *req)
 }
 
-func (s *Server) join(w http.ResponseWriter, r *http.Request) {
-	var req JoinRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	resp, err := s.node.Join(r.Context(), req)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	ok(w, resp)
+func (s *Server) join(r *http.Request, req *JoinRequest) (any, error) {
+	return s.node.Join(r.Context(), *req)
 }
 
-func (s *Server) raftPeers(w http.ResponseWriter, r *http.Request) {
-	st, err := s.node.RaftStatus(r.Context())
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	ok(w, st)
+func (s *Server) raftPeers(r *http.Request, _ *noBody) (any, error) {
+	return s.node.RaftStatus(r.Context())
 }
 
-func (s *Server) removePeer(w http.ResponseWriter, r *http.Request) {
-	var req RemovePeerRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, r, err)
-		return
-	}
+func (s *Server) removePeer(r *http.Request, req *RemovePeerRequest) (any, error) {
 	if req.NodeID == "" {
-		writeError(w, r, invalid("node_id is required"))
-		return
+		return nil, invalid("node_id is required")
 	}
-	if err := s.node.RemovePeer(r.Context(), req.NodeID); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil, s.node.RemovePeer(r.Context(), req.NodeID)
 }
 
-func (s *Server) stepDown(w http.ResponseWriter, r *http.Request) {
-	if err := s.node.StepDown(r.Context()); err != nil {
-		writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+func (s *Server) stepDown(r *http.Request, _ *noBody) (any, error) {
+	return nil, s.node.StepDown(r.Context())
 }
 
 func (s *Server) snapshotSave(w http.ResponseWriter, r *http.Request) {

@@ -15,19 +15,19 @@ func (s *Server) vaultTokenRoutes() []route {
 	post, get := http.MethodPost, http.MethodGet
 	const tok = "/v1/auth/token/"
 	return []route{
-		{method: post, pattern: tok + "create", cap: auth.CapUpdate, op: "token-create", h: handle(s, withAuth(vaultTokenCreate))},
-		{method: post, pattern: tok + "create-orphan", cap: auth.CapUpdate | auth.CapSudo, op: "token-create", h: handle(s, withAuth(vaultTokenCreate))},
-		{method: get, pattern: tok + "lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: handle(s, withAuth(vaultLookupSelf))},
-		{method: post, pattern: tok + "lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: handle(s, withAuth(vaultLookupSelf))},
-		{method: post, pattern: tok + "lookup", cap: auth.CapUpdate, op: "token-lookup", h: handle(s, withAuth(vaultLookup))},
-		{method: post, pattern: tok + "lookup-accessor", cap: auth.CapUpdate, op: "token-lookup", h: handle(s, withAuth(vaultLookup))},
-		{method: post, pattern: tok + "renew-self", cap: auth.CapUpdate, op: "token-renew-self", h: handle(s, withAuth(vaultRenew(true)))},
-		{method: post, pattern: tok + "renew", cap: auth.CapUpdate, op: "token-renew", h: handle(s, withAuth(vaultRenew(false)))},
-		{method: post, pattern: tok + "renew-accessor", cap: auth.CapUpdate, op: "token-renew", h: handle(s, withAuth(vaultRenew(false)))},
-		{method: post, pattern: tok + "revoke-self", cap: auth.CapUpdate, op: "token-revoke-self", h: handle(s, withAuth(tokenRevokeSelf))},
-		{method: post, pattern: tok + "revoke", cap: auth.CapUpdate, op: "token-revoke", h: handle(s, withAuth(vaultRevoke))},
-		{method: post, pattern: tok + "revoke-accessor", cap: auth.CapUpdate, op: "token-revoke", h: handle(s, withAuth(vaultRevoke))},
-		{method: post, pattern: "/v1/auth/cert/login", public: true, op: "cert-login", h: handle(s, withAuth(vaultCertLogin))},
+		{method: post, pattern: tok + "create", cap: auth.CapUpdate, op: "token-create", h: handle(withAuth(s, vaultTokenCreate))},
+		{method: post, pattern: tok + "create-orphan", cap: auth.CapUpdate | auth.CapSudo, op: "token-create", h: handle(withAuth(s, vaultTokenCreate))},
+		{method: get, pattern: tok + "lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: handle(withAuth(s, vaultLookupSelf))},
+		{method: post, pattern: tok + "lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: handle(withAuth(s, vaultLookupSelf))},
+		{method: post, pattern: tok + "lookup", cap: auth.CapUpdate, op: "token-lookup", h: handle(withAuth(s, vaultLookup))},
+		{method: post, pattern: tok + "lookup-accessor", cap: auth.CapUpdate, op: "token-lookup", h: handle(withAuth(s, vaultLookup))},
+		{method: post, pattern: tok + "renew-self", cap: auth.CapUpdate, op: "token-renew-self", h: handle(withAuth(s, vaultRenew(true)))},
+		{method: post, pattern: tok + "renew", cap: auth.CapUpdate, op: "token-renew", h: handle(withAuth(s, vaultRenew(false)))},
+		{method: post, pattern: tok + "renew-accessor", cap: auth.CapUpdate, op: "token-renew", h: handle(withAuth(s, vaultRenew(false)))},
+		{method: post, pattern: tok + "revoke-self", cap: auth.CapUpdate, op: "token-revoke-self", h: handle(withAuth(s, tokenRevokeSelf))},
+		{method: post, pattern: tok + "revoke", cap: auth.CapUpdate, op: "token-revoke", h: handle(withAuth(s, vaultRevoke))},
+		{method: post, pattern: tok + "revoke-accessor", cap: auth.CapUpdate, op: "token-revoke", h: handle(withAuth(s, vaultRevoke))},
+		{method: post, pattern: "/v1/auth/cert/login", public: true, op: "cert-login", h: handle(withAuth(s, vaultCertLogin))},
 	}
 }
 
@@ -236,8 +236,8 @@ func (s *Server) vaultSysRoutes() []route {
 		{method: http.MethodHead, pattern: "/v1/sys/health", public: true, op: "health", h: s.vaultHealth},
 		{method: get, pattern: "/v1/sys/seal-status", public: true, op: "seal-status", h: s.vaultSealStatus},
 		{method: get, pattern: "/v1/sys/leader", public: true, op: "leader", h: s.vaultLeader},
-		{method: get, pattern: "/v1/sys/mounts", cap: auth.CapList, op: "mount-list", h: handle(s, vaultMounts)},
-		{method: get, pattern: "/v1/sys/internal/ui/mounts/*", anyToken: true, op: "mount-read", h: handle(s, vaultMountOf)},
+		{method: get, pattern: "/v1/sys/mounts", cap: auth.CapList, op: "mount-list", h: handle(withServices(s, vaultMounts))},
+		{method: get, pattern: "/v1/sys/internal/ui/mounts/*", anyToken: true, op: "mount-read", h: handle(withServices(s, vaultMountOf))},
 	}
 }
 

@@ -46,7 +46,7 @@ func (s *Server) vaultKVRoutes() []route {
 	}
 	return append(rs, route{method: http.MethodPatch, pattern: "/v1/{mount}/metadata/*", cap: auth.CapUpdate, op: "secret-metadata-write",
 		policy: func(r *http.Request) string { return "secret/" + strings.TrimPrefix(r.URL.Path, "/v1/") },
-		h:      handle(s, withSecrets(wildPath, vaultMetadataPatch))})
+		h:      handle(withSecrets(s, wildPath, vaultMetadataPatch))})
 }
 
 // vaultMetadataPatchRequest is PATCH <mount>/metadata/<path> (vault kv

@@ -28,27 +28,27 @@ func (s *Server) vaultTransitRoutes() []route {
 	}
 	upd := auth.CapUpdate
 	rs := []route{
-		rt(get, "keys", auth.CapList, "kms-key-list", "kms/keys", handle(s, withKMS(noName, s.kmsKeyList))),
-		rt(post, "keys/{name}", auth.CapCreate, "kms-key-create", "kms/keys/{name}", handle(s, withKMS(newKeyName, vaultKeyCreate))),
-		rt(get, "keys/{name}", auth.CapRead, "kms-key-read", "kms/keys/{name}", handle(s, withKMS(keyName, vaultKeyRead))),
-		rt(del, "keys/{name}", auth.CapDelete, "kms-key-delete", "kms/keys/{name}", handle(s, withKMS(keyName, vaultKeyDelete))),
-		rt(post, "keys/{name}/rotate", upd, "kms-key-rotate", "kms/keys/{name}/rotate", handle(s, withKMS(keyName, vaultKeyRotate))),
-		rt(post, "keys/{name}/config", upd, "kms-key-config", "kms/keys/{name}/config", handle(s, withKMS(keyName, vaultKeyConfig))),
-		rt(get, "export/{type}/{name}", auth.CapRead|auth.CapSudo, "kms-export", "kms/export/{name}", handle(s, withKMS(keyName, s.vaultExport))),
-		rt(get, "export/{type}/{name}/{version}", auth.CapRead|auth.CapSudo, "kms-export", "kms/export/{name}", handle(s, withKMS(keyName, s.vaultExport))),
-		rt(post, "encrypt/{name}", upd, "kms-encrypt", "kms/encrypt/{name}", handle(s, withKMS(keyName, s.vaultCrypt(kms.BatchEncrypt)))),
-		rt(post, "decrypt/{name}", upd, "kms-decrypt", "kms/decrypt/{name}", handle(s, withKMS(keyName, s.vaultCrypt(kms.BatchDecrypt)))),
-		rt(post, "rewrap/{name}", upd, "kms-rewrap", "kms/rewrap/{name}", handle(s, withKMS(keyName, s.vaultCrypt(kms.BatchRewrap)))),
-		rt(post, "datakey/{plaintext}/{name}", upd, "kms-datakey", "kms/datakey/{name}", handle(s, withKMS(keyName, s.vaultDataKey))),
-		rt(post, "random", upd, "kms-random", "kms/random", handle(s, withKMS(noName, s.vaultRandom))),
-		rt(post, "random/{a}", upd, "kms-random", "kms/random", handle(s, withKMS(noName, s.vaultRandom))),
-		rt(post, "random/{a}/{b}", upd, "kms-random", "kms/random", handle(s, withKMS(noName, s.vaultRandom))),
+		rt(get, "keys", auth.CapList, "kms-key-list", "kms/keys", handle(withKMS(s, noName, s.kmsKeyList))),
+		rt(post, "keys/{name}", auth.CapCreate, "kms-key-create", "kms/keys/{name}", handle(withKMS(s, newKeyName, vaultKeyCreate))),
+		rt(get, "keys/{name}", auth.CapRead, "kms-key-read", "kms/keys/{name}", handle(withKMS(s, keyName, vaultKeyRead))),
+		rt(del, "keys/{name}", auth.CapDelete, "kms-key-delete", "kms/keys/{name}", handle(withKMS(s, keyName, vaultKeyDelete))),
+		rt(post, "keys/{name}/rotate", upd, "kms-key-rotate", "kms/keys/{name}/rotate", handle(withKMS(s, keyName, vaultKeyRotate))),
+		rt(post, "keys/{name}/config", upd, "kms-key-config", "kms/keys/{name}/config", handle(withKMS(s, keyName, vaultKeyConfig))),
+		rt(get, "export/{type}/{name}", auth.CapRead|auth.CapSudo, "kms-export", "kms/export/{name}", handle(withKMS(s, keyName, s.vaultExport))),
+		rt(get, "export/{type}/{name}/{version}", auth.CapRead|auth.CapSudo, "kms-export", "kms/export/{name}", handle(withKMS(s, keyName, s.vaultExport))),
+		rt(post, "encrypt/{name}", upd, "kms-encrypt", "kms/encrypt/{name}", handle(withKMS(s, keyName, s.vaultCrypt(kms.BatchEncrypt)))),
+		rt(post, "decrypt/{name}", upd, "kms-decrypt", "kms/decrypt/{name}", handle(withKMS(s, keyName, s.vaultCrypt(kms.BatchDecrypt)))),
+		rt(post, "rewrap/{name}", upd, "kms-rewrap", "kms/rewrap/{name}", handle(withKMS(s, keyName, s.vaultCrypt(kms.BatchRewrap)))),
+		rt(post, "datakey/{plaintext}/{name}", upd, "kms-datakey", "kms/datakey/{name}", handle(withKMS(s, keyName, s.vaultDataKey))),
+		rt(post, "random", upd, "kms-random", "kms/random", handle(withKMS(s, noName, s.vaultRandom))),
+		rt(post, "random/{a}", upd, "kms-random", "kms/random", handle(withKMS(s, noName, s.vaultRandom))),
+		rt(post, "random/{a}/{b}", upd, "kms-random", "kms/random", handle(withKMS(s, noName, s.vaultRandom))),
 	}
 	for _, op := range []struct {
 		name, policy string
 		op           kms.BatchOp
 	}{{"sign", "kms/sign/{name}", kms.BatchSign}, {"verify", "kms/verify/{name}", kms.BatchVerify}, {"hmac", "kms/hmac/{name}", kms.BatchHMAC}} {
-		h := handle(s, withKMS(keyName, s.vaultCrypt(op.op)))
+		h := handle(withKMS(s, keyName, s.vaultCrypt(op.op)))
 		rs = append(rs,
 			rt(post, op.name+"/{name}", upd, "kms-"+op.name, op.policy, h),
 			rt(post, op.name+"/{name}/{hash}", upd, "kms-"+op.name, op.policy, h))

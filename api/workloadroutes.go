@@ -23,10 +23,10 @@ type WorkloadRegistry interface {
 func (s *Server) workloadRoutes() []route {
 	get, post, del := http.MethodGet, http.MethodPost, http.MethodDelete
 	return []route{
-		{method: get, pattern: "/v1/ca/workloads", cap: auth.CapList, op: "ca-workload-list", h: workloadHandler(s, s.workloadList)},
-		{method: post, pattern: "/v1/ca/workloads", cap: auth.CapCreate, op: "ca-workload-create", h: workloadHandler(s, s.workloadCreate)},
-		{method: get, pattern: "/v1/ca/workloads/{id}", cap: auth.CapRead, op: "ca-workload-read", h: workloadHandler(s, s.workloadRead)},
-		{method: del, pattern: "/v1/ca/workloads/{id}", cap: auth.CapDelete, op: "ca-workload-delete", h: s.workloadDelete},
+		{method: get, pattern: "/v1/ca/workloads", cap: auth.CapList, op: "ca-workload-list", h: handle(withWorkloads(s, s.workloadList))},
+		{method: post, pattern: "/v1/ca/workloads", cap: auth.CapCreate, op: "ca-workload-create", h: handle(withWorkloads(s, s.workloadCreate))},
+		{method: get, pattern: "/v1/ca/workloads/{id}", cap: auth.CapRead, op: "ca-workload-read", h: handle(withWorkloads(s, s.workloadRead))},
+		{method: del, pattern: "/v1/ca/workloads/{id}", cap: auth.CapDelete, op: "ca-workload-delete", h: handle(withWorkloads(s, s.workloadDelete))},
 	}
 }
 
@@ -48,36 +48,14 @@ type WorkloadEntryList struct {
 	Entries []WorkloadEntry `json:"entries"`
 }
 
-// workloadHandler decodes a JSON request, runs fn with the registry and
-// sends its answer.
-func workloadHandler[Req any](s *Server, fn func(r *http.Request, reg WorkloadRegistry, req *Req) (any, error)) func(http.ResponseWriter, *http.Request) {
-	return func(w http.ResponseWriter, r *http.Request) {
-		reg, err := s.workloadRegistry()
-		var req Req
-		var resp any
-		if err == nil {
-			err = decode(r, &req)
+// withWorkloads adapts a handler of the registration entries.
+func withWorkloads[Req any](s *Server, fn func(r *http.Request, reg WorkloadRegistry, req *Req) (any, error)) handlerFunc[Req] {
+	return withServices(s, func(r *http.Request, svc *Services, req *Req) (any, error) {
+		if svc.Workloads == nil {
+			return nil, Errorf(http.StatusServiceUnavailable, CodeUnavailable, "workload registration is not running on this node")
 		}
-		if err == nil {
-			resp, err = fn(r, reg, &req)
-		}
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		ok(w, resp)
-	}
-}
-
-func (s *Server) workloadRegistry() (WorkloadRegistry, error) {
-	svc, err := s.node.Services()
-	if err != nil {
-		return nil, err
-	}
-	if svc.Workloads == nil {
-		return nil, Errorf(http.StatusServiceUnavailable, CodeUnavailable, "workload registration is not running on this node")
-	}
-	return svc.Workloads, nil
+		return fn(r, svc.Workloads, req)
+	})
 }
 
 func workloadOut(e workload.Entry) WorkloadEntry {
@@ -115,15 +93,6 @@ func (s *Server) workloadRead(r *http.Request, reg WorkloadRegistry, _ *struct{}
 	return workloadOut(e), nil
 }
 
-// workloadDelete answers 204.
-func (s *Server) workloadDelete(w http.ResponseWriter, r *http.Request) {
-	reg, err := s.workloadRegistry()
-	if err == nil {
-		err = reg.Delete(r.Context(), chi.URLParam(r, "id"))
-	}
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+func (s *Server) workloadDelete(r *http.Request, reg WorkloadRegistry, _ *noBody) (any, error) {
+	return nil, reg.Delete(r.Context(), chi.URLParam(r, "id"))
 }

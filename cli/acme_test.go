@@ -19,7 +19,7 @@ func TestACMEProvisionerCommands(t *testing.T) {
 	f.reply("GET /v1/ca/acme/provisioners/internal", http.StatusOK, stored)
 	f.reply("PUT /v1/ca/acme/provisioners/internal", http.StatusOK, stored)
 	f.reply("GET /v1/ca/acme/provisioners", http.StatusOK, api.ACMEProvisionerList{Provisioners: []api.ACMEProvisioner{stored}})
-	f.reply("DELETE /v1/ca/acme/provisioners/internal", http.StatusOK, map[string]any{})
+	f.reply("DELETE /v1/ca/acme/provisioners/internal", http.StatusNoContent, nil)
 	f.reply("POST /v1/ca/acme/eab", http.StatusOK, api.EABResponse{KeyID: "kid", HMACKey: "key", Provisioner: "internal"})
 
 	r := f.run("", "ca", "acme", "provisioner", "create", "internal", "--require-eab", "--allowed-names", ".svc.example.com",

@@ -107,7 +107,7 @@ func TestCARoles(t *testing.T) {
 	f.reply("PUT /v1/ca/roles/web", http.StatusOK, stored)
 	f.reply("GET /v1/ca/roles/web", http.StatusOK, stored)
 	f.reply("GET /v1/ca/roles", http.StatusOK, api.ListResponse{Keys: []string{"mesh", "web"}})
-	f.reply("DELETE /v1/ca/roles/web", http.StatusOK, map[string]any{})
+	f.reply("DELETE /v1/ca/roles/web", http.StatusNoContent, nil)
 
 	writes := func() api.CARole {
 		rs := f.requests("PUT /v1/ca/roles/web")
