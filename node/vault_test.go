@@ -3,6 +3,8 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/custos-pki/custos/api"
+	"github.com/custos-pki/custos/internal/testutil/testca"
 	vault "github.com/hashicorp/vault/api"
 )
 
@@ -456,5 +459,53 @@ func TestEveryVaultRouteButThePublicOnesNeedsAToken(t *testing.T) {
 	}
 	if public == 0 || public > 8 {
 		t.Fatalf("%d public routes", public)
+	}
+}
+
+// A workload logs in with its certificate at auth/cert/login, as Vault's
+// cert auth method takes it (name is the role), with the vault client.
+func TestVaultCertLogin(t *testing.T) {
+	f := newVaultFixture(t)
+	workloadCA := testca.New(t, "workload CA")
+	caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: workloadCA.Cert.Raw}))
+	f.native.must("PUT", "/v1/auth/cert/roles/web", map[string]any{
+		"ca_certificates": caPEM, "allowed_common_names": []string{"web-*"}, "policies": []string{"default"},
+	}, nil)
+	login := func(cn string) (*vault.Secret, error) {
+		cert := workloadCA.NodeCert(t, cn)
+		dir := t.TempDir()
+		certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
+		keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+		if err := os.WriteFile(filepath.Join(dir, "c.pem"), certPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "k.pem"), keyPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg := vault.DefaultConfig()
+		cfg.Address, cfg.MaxRetries = f.n.VaultURL(), 0
+		if err := cfg.ConfigureTLS(&vault.TLSConfig{CACert: f.tc.caFile, ClientCert: filepath.Join(dir, "c.pem"), ClientKey: filepath.Join(dir, "k.pem")}); err != nil {
+			t.Fatal(err)
+		}
+		c, err := vault.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ClearToken()
+		return c.Logical().Write("auth/cert/login", map[string]any{"name": "web"})
+	}
+	sec, err := login("web-1")
+	if err != nil || sec.Auth == nil || sec.Auth.ClientToken == "" || !slices.Contains(sec.Auth.Policies, "default") {
+		t.Fatalf("login: %v %+v", err, sec)
+	}
+	if _, err := f.client(t, sec.Auth.ClientToken, false).Auth().Token().LookupSelf(); err != nil {
+		t.Fatalf("the login token does not work: %v", err)
+	}
+	if _, err := login("db-1"); statusOf(err) != http.StatusForbidden {
+		t.Fatalf("login outside the role: %v", err)
 	}
 }
