@@ -51,6 +51,10 @@ const errUnsupported = "unsupported path"
 // vaultHeader carries the token in Vault's clients.
 const vaultHeader = "X-Vault-Token"
 
+// Vault's clients list with the LIST method; chi refuses methods it does
+// not know.
+func init() { chi.RegisterMethod("LIST") }
+
 // isVault reports whether r came in through the Vault API.
 func isVault(r *http.Request) bool {
 	st := reqState(r.Context())
@@ -58,9 +62,12 @@ func isVault(r *http.Request) bool {
 }
 
 // VaultHandler serves the Vault-compatible API at /v1/..., for a listener
-// of its own.
+// of its own, behind the same middleware as the native API.
 func (s *Server) VaultHandler() http.Handler {
-	return s.recoverer(s.begin(s.vaultEntry("")))
+	m := chi.NewRouter()
+	m.Use(s.mux.Middlewares()...)
+	m.Handle("/*", s.vaultEntry(""))
+	return m
 }
 
 // vaultEntry marks a request as a Vault one, strips prefix from its path,

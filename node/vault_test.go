@@ -263,13 +263,18 @@ func TestVaultTokenLifecycle(t *testing.T) {
 // and the decoded body.
 func (f *vaultFixture) vaultCall(t *testing.T, tok, method, path string, body any) (int, map[string]any) {
 	t.Helper()
+	return f.vaultCallAt(t, f.n.VaultURL(), tok, method, path, body)
+}
+
+func (f *vaultFixture) vaultCallAt(t *testing.T, base, tok, method, path string, body any) (int, map[string]any) {
+	t.Helper()
 	c := f.client(t, tok, false)
 	var rd io.Reader
 	if body != nil {
 		raw, _ := json.Marshal(body)
 		rd = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequest(method, f.n.VaultURL()+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,12 +333,15 @@ func TestVaultWireFormat(t *testing.T) {
 		return bytes.Contains(raw, []byte(`"path":"/v1/transit/encrypt/lenient"`)) && bytes.Contains(raw, []byte(`"operation":"kms-encrypt"`))
 	})
 	// LIST and ?list=true.
-	for _, m := range []string{"LIST", "GET"} {
-		path := "/v1/transit/keys"
-		if m == "GET" {
+	for _, m := range []string{"LIST", "GET", "LIST /vault"} {
+		path, base := "/v1/transit/keys", f.n.VaultURL()
+		switch m {
+		case "GET":
 			path += "?list=true"
+		case "LIST /vault":
+			m, base = "LIST", f.n.APIURL()+api.VaultPrefix
 		}
-		status, body := f.vaultCall(t, f.root, m, path, nil)
+		status, body := f.vaultCallAt(t, base, f.root, m, path, nil)
 		if status != http.StatusOK || !slices.Contains(body["data"].(map[string]any)["keys"].([]any), any("lenient")) {
 			t.Fatalf("%s %s: %d %v", m, path, status, body)
 		}
