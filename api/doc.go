@@ -23,6 +23,13 @@
 //     client address on the unauthenticated routes that do work (429 with
 //     Retry-After). Refusals for load are not audited. The client address
 //     is the TCP peer, or what a cluster member's proxy names.
+//   - One adapter (handle, handler.go) serves every JSON route: 200 with a
+//     body, or 204 when there is nothing to say (deletes included).
+//   - A Vault-compatible API (vault.go) is a second route table over the
+//     same handlers, policies and audit, with Vault's wire format (its
+//     envelope, {"errors": [...]}, lenient bodies); it alone relaxes the
+//     strict decoding above, and a Vault path is authorised as the native
+//     path it maps to, so one set of policies covers both.
 //
 // No package below api knows about HTTP.
 package api

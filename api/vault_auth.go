@@ -16,7 +16,6 @@ func (s *Server) vaultTokenRoutes() []route {
 	const tok = "/v1/auth/token/"
 	return []route{
 		{method: post, pattern: tok + "create", cap: auth.CapUpdate, op: "token-create", h: handle(withAuth(s, vaultTokenCreate))},
-		{method: post, pattern: tok + "create-orphan", cap: auth.CapUpdate | auth.CapSudo, op: "token-create", h: handle(withAuth(s, vaultTokenCreate))},
 		{method: get, pattern: tok + "lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: handle(withAuth(s, vaultLookupSelf))},
 		{method: post, pattern: tok + "lookup-self", cap: auth.CapRead, op: "token-lookup-self", h: handle(withAuth(s, vaultLookupSelf))},
 		{method: post, pattern: tok + "lookup", cap: auth.CapUpdate, op: "token-lookup", h: handle(withAuth(s, vaultLookup))},
