@@ -342,7 +342,7 @@ func TestBackupAndRestore(t *testing.T) {
 	if err := leader.Put(ctxT(t, 5*time.Second), "kv", []byte("b"), []byte("after")); err != nil {
 		t.Fatal(err)
 	}
-	if err := leader.Restore(ctxT(t, 10*time.Second), bytes.NewReader(backup.Bytes())); err != nil {
+	if err := leader.Restore(ctxT(t, 10*time.Second), bytes.NewReader(backup.Bytes()), false); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range c.live() {
@@ -357,7 +357,7 @@ func TestBackupAndRestore(t *testing.T) {
 			return nil
 		})
 	}
-	if err := leader.Restore(ctxT(t, 5*time.Second), bytes.NewReader([]byte("not a backup"))); err == nil {
+	if err := leader.Restore(ctxT(t, 5*time.Second), bytes.NewReader([]byte("not a backup")), true); err == nil {
 		t.Fatal("restored garbage")
 	}
 }

@@ -33,7 +33,12 @@ const (
 	cmdCreateTable cmdType = 2
 	// cmdNoop changes nothing; a new leader applies one to mark its term.
 	cmdNoop cmdType = 3
+	// cmdClusterID records the cluster's ID (Ops[0].Value) unless the state
+	// already names one. The first leader applies it in place of its no-op.
+	cmdClusterID cmdType = 4
 )
+
+const maxClusterID = 64
 
 const commandVersion = 1
 
@@ -66,6 +71,11 @@ func (c *command) validate() error {
 	case cmdNoop:
 		if len(c.Ops) != 0 {
 			return fmt.Errorf("%w: no-op with operations", ErrMalformed)
+		}
+		return nil
+	case cmdClusterID:
+		if len(c.Ops) != 1 || len(c.Ops[0].Value) == 0 || len(c.Ops[0].Value) > maxClusterID {
+			return fmt.Errorf("%w: cluster ID must be 1 to %d bytes", ErrMalformed, maxClusterID)
 		}
 		return nil
 	case cmdTxn:

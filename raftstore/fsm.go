@@ -20,10 +20,11 @@ import (
 // Bucket layout of the state file. User tables live under tablePrefix;
 // everything else is the store's own.
 var (
-	bucketMeta   = []byte("_meta")   // appliedKey -> index (8 bytes, big endian)
+	bucketMeta   = []byte("_meta")   // appliedKey -> index (8 bytes, big endian); clusterIDKey -> ID
 	bucketReq    = []byte("_req")    // request ID -> encoded result
 	bucketReqIdx = []byte("_reqidx") // index(8) || request ID -> empty
 	appliedKey   = []byte("applied")
+	clusterIDKey = []byte("cluster_id")
 	tablePrefix  = "t/"
 )
 
@@ -55,6 +56,10 @@ type fsm struct {
 	restores atomic.Uint64 // snapshots installed
 	waitMu   sync.Mutex
 	advance  chan struct{} // closed and replaced whenever applied moves
+
+	// onRestore, when set, is called after a snapshot replaced the state
+	// of a running node. It must not block.
+	onRestore func()
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -117,6 +122,28 @@ func initState(db *bolt.DB) error {
 		}
 		return nil
 	})
+}
+
+// readClusterID returns the ID of the cluster the state belongs to, empty
+// if it names none (a state from before cluster IDs, or a new cluster whose
+// first leader has not recorded one yet).
+func readClusterID(db *bolt.DB) (string, error) {
+	var id string
+	err := db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketMeta); b != nil {
+			id = string(b.Get(clusterIDKey))
+		}
+		return nil
+	})
+	return id, err
+}
+
+// clusterID returns the cluster ID in this node's state.
+func (f *fsm) clusterID() string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	id, _ := readClusterID(f.db)
+	return id
 }
 
 func readApplied(db *bolt.DB) (uint64, error) {
@@ -258,6 +285,13 @@ func applyCommand(tx *bolt.Tx, index uint64, data []byte) applyResult {
 		r = applyTxn(tx, c.Ops)
 	case cmdNoop:
 		r = applyResult{Res: TxnResult{Succeeded: true, FailedOp: -1}}
+	case cmdClusterID:
+		meta := tx.Bucket(bucketMeta)
+		var err error
+		if meta.Get(clusterIDKey) == nil {
+			err = meta.Put(clusterIDKey, c.Ops[0].Value)
+		}
+		r = applyResult{Err: err, Res: TxnResult{Succeeded: err == nil, FailedOp: -1}}
 	}
 	r.Res.Index = index
 	if len(c.RequestID) > 0 {
@@ -413,6 +447,18 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("restore: snapshot is not a state file: %w", err)
 	}
 
+	if err := f.install(tmp); err != nil {
+		return err
+	}
+	f.restores.Add(1)
+	if f.onRestore != nil {
+		f.onRestore()
+	}
+	return nil
+}
+
+// install renames the checked file tmp over the state file and opens it.
+func (f *fsm) install(tmp string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.db.Close(); err != nil {
@@ -439,7 +485,6 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.db = db
 	f.setApplied(idx)
-	f.restores.Add(1)
 	return nil
 }
 

@@ -4,13 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/raft"
-	bolt "go.etcd.io/bbolt"
 )
 
 // AddVoter adds the node id, reachable at addr, as a voter, or promotes it
@@ -132,7 +128,9 @@ type Peer struct {
 
 // Status describes this node and the cluster as it sees them.
 type Status struct {
-	ID           string `json:"id"`
+	ID string `json:"id"`
+	// ClusterID names the cluster whose state this node holds.
+	ClusterID    string `json:"cluster_id,omitempty"`
 	Addr         string `json:"address"`
 	State        string `json:"state"`
 	LeaderID     string `json:"leader_id"`
@@ -150,7 +148,7 @@ type Status struct {
 func (s *Store) Status() Status {
 	leaderAddr, leaderID := s.raft.LeaderWithID()
 	st := Status{
-		ID: s.cfg.NodeID, Addr: s.cfg.AdvertiseAddr,
+		ID: s.cfg.NodeID, Addr: s.cfg.AdvertiseAddr, ClusterID: s.fsm.clusterID(),
 		State:    s.raft.State().String(),
 		LeaderID: string(leaderID), LeaderAddr: string(leaderAddr),
 		Term:         s.raft.CurrentTerm(),
@@ -187,60 +185,3 @@ func (s *Store) Status() Status {
 func (s *Store) Snapshot() error {
 	return raftErr(s.raft.Snapshot().Error())
 }
-
-// Backup writes a consistent copy of the whole store (a bbolt file) to w.
-// It reads linearizably: the copy holds every write acknowledged before it.
-func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
-	if err := s.linearize(ctx); err != nil {
-		return 0, err
-	}
-	var n int64
-	err := s.fsm.view(func(tx *bolt.Tx) error {
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
-	})
-	return n, err
-}
-
-// Restore replaces the state of the whole cluster with a backup. It runs on
-// the leader; raft sends the restored state to every follower. The backup is
-// checked before anything changes.
-func (s *Store) Restore(ctx context.Context, r io.Reader) error {
-	if s.raft.State() != raft.Leader {
-		return ErrNotLeader
-	}
-	tmp := filepath.Join(s.cfg.DataDir, "backup.restore")
-	defer os.Remove(tmp)
-	if err := writeSynced(tmp, io.LimitReader(r, maxBackupSize)); err != nil {
-		return fmt.Errorf("raftstore: restore: %w", err)
-	}
-	db, err := openBolt(tmp)
-	if err == nil {
-		_, err = readApplied(db)
-		db.Close()
-	}
-	if err != nil {
-		return fmt.Errorf("%w: not a backup: %v", ErrInvalidArgument, err)
-	}
-	f, err := os.Open(tmp)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: fi.Size()}
-	if err := s.raft.Restore(meta, f, timeoutOf(ctx)); err != nil {
-		return fmt.Errorf("raftstore: restore: %w", raftErr(err))
-	}
-	// Mark the restored state with an entry of its own, so that linearizable
-	// reads (which wait for the state to reach the commit index) go on.
-	_, err = s.propose(ctx, &command{Type: cmdNoop})
-	return err
-}
-
-// maxBackupSize bounds what Restore reads.
-const maxBackupSize = 64 << 30

@@ -44,6 +44,12 @@ type Config struct {
 	// ApplyTimeout bounds a write when the caller's context has no deadline.
 	ApplyTimeout time.Duration
 
+	// OnRestore, when set, is called after a snapshot replaced this node's
+	// state while it runs: a restored backup, or the leader's state sent to
+	// a follower that fell behind. It runs on the state machine's goroutine:
+	// it must return at once and not call the store.
+	OnRestore func()
+
 	// Now is the clock used to stamp commands. Defaults to time.Now.
 	Now    func() time.Time
 	Logger hclog.Logger
@@ -171,6 +177,8 @@ func (s *Store) open() error {
 	if err := s.catchUpFromSnapshot(); err != nil {
 		return fmt.Errorf("raftstore: %w", err)
 	}
+	s.fsm.onRestore = s.cfg.OnRestore
+	removeBackupLeftovers(dir)
 
 	ln := s.cfg.Listener
 	if ln == nil {
@@ -270,6 +278,8 @@ func (s *Store) isMember(id string) bool {
 // watchLeadership makes a new leader ready for linearizable reads: it applies
 // a no-op command in its own term, so that its commit index covers every
 // entry of earlier terms and every later entry reaches the state machine.
+// While the state names no cluster, the command that does so (it changes
+// nothing once one is named) stands in for the no-op.
 func (s *Store) watchLeadership() {
 	defer s.wg.Done()
 	for {
@@ -282,7 +292,12 @@ func (s *Store) watchLeadership() {
 			}
 			for s.raft.State() == raft.Leader {
 				term := s.raft.CurrentTerm()
-				f := s.raft.Apply((&command{Type: cmdNoop, Time: s.cfg.Now().UnixNano()}).encode(), s.cfg.ApplyTimeout)
+				c := &command{Type: cmdNoop}
+				if s.fsm.clusterID() == "" {
+					c = clusterIDCommand()
+				}
+				c.Time = s.cfg.Now().UnixNano()
+				f := s.raft.Apply(c.encode(), s.cfg.ApplyTimeout)
 				if f.Error() == nil {
 					if s.raft.CurrentTerm() == term {
 						s.readyTerm.Store(term)
