@@ -85,7 +85,9 @@ type Cluster interface {
 	RemovePeer(ctx context.Context, id string) error
 	StepDown(ctx context.Context) error
 	SnapshotSave(ctx context.Context, w io.Writer) error
-	SnapshotRestore(ctx context.Context, r io.Reader) error
+	// SnapshotRestore replaces the cluster's state with a backup; force
+	// lets a backup from another cluster in.
+	SnapshotRestore(ctx context.Context, r io.Reader, force bool) error
 	CreateJoinToken(ctx context.Context, req JoinTokenRequest) (JoinTokenResponse, error)
 	// LeaderProxy returns a handler forwarding to the leader's API, or nil
 	// on the leader.

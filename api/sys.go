@@ -3,8 +3,11 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/custos-pki/custos/auth"
 	"github.com/custos-pki/custos/kms"
@@ -117,17 +120,67 @@ func (s *Server) stepDown(r *http.Request, _ *noBody) (any, error) {
 	return nil, s.node.StepDown(r.Context())
 }
 
+// Snapshots may take longer to move than the server's read and write
+// timeouts allow a whole request. Their handlers push the connection's
+// deadline forward as bytes move instead, so a transfer is cut only when it
+// stalls for snapshotIdleTimeout.
+const snapshotIdleTimeout = 2 * time.Minute
+
+// deadlineWriter extends the write deadline before each write.
+type deadlineWriter struct {
+	w     io.Writer
+	rc    *http.ResponseController
+	wrote bool
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.rc.SetWriteDeadline(time.Now().Add(snapshotIdleTimeout))
+	d.wrote = true
+	return d.w.Write(p)
+}
+
+// deadlineReader extends the read deadline before each read.
+type deadlineReader struct {
+	r  io.Reader
+	rc *http.ResponseController
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	_ = d.rc.SetReadDeadline(time.Now().Add(snapshotIdleTimeout))
+	return d.r.Read(p)
+}
+
 func (s *Server) snapshotSave(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", `attachment; filename="custos.snap"`)
-	if err := s.node.SnapshotSave(r.Context(), w); err != nil {
-		// Nothing has been written when the linearizable read fails.
+	dw := &deadlineWriter{w: w, rc: http.NewResponseController(w)}
+	if err := s.node.SnapshotSave(r.Context(), dw); err != nil {
+		if dw.wrote {
+			// Part of the snapshot is out: cut the connection so that the
+			// client sees a broken transfer, not a snapshot with an error
+			// document at its end.
+			panic(http.ErrAbortHandler)
+		}
 		writeError(w, r, err)
 	}
 }
 
 func (s *Server) snapshotRestore(w http.ResponseWriter, r *http.Request) {
-	if err := s.node.SnapshotRestore(r.Context(), r.Body); err != nil {
+	force := false
+	if v := r.URL.Query().Get("force"); v != "" {
+		var err error
+		if force, err = strconv.ParseBool(v); err != nil {
+			writeError(w, r, invalid("force must be true or false"))
+			return
+		}
+	}
+	rc := http.NewResponseController(w)
+	// No write deadline while the body is read and installed (a stalled
+	// upload is cut by the read deadline); the answer gets a fresh one.
+	_ = rc.SetWriteDeadline(time.Time{})
+	err := s.node.SnapshotRestore(r.Context(), &deadlineReader{r: r.Body, rc: rc}, force)
+	_ = rc.SetWriteDeadline(time.Now().Add(snapshotIdleTimeout))
+	if err != nil {
 		writeError(w, r, err)
 		return
 	}

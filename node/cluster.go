@@ -47,12 +47,14 @@ func (n *Node) SnapshotSave(ctx context.Context, w io.Writer) error {
 }
 
 // SnapshotRestore replaces the cluster's state with a backup; it must be
-// sent to the leader.
-func (n *Node) SnapshotRestore(ctx context.Context, r io.Reader) error {
+// sent to the leader. A backup from another cluster needs force, and then
+// brings that cluster's barrier: every node seals (see afterRestore) and
+// opens with that cluster's unseal keys.
+func (n *Node) SnapshotRestore(ctx context.Context, r io.Reader, force bool) error {
 	if !n.store.IsLeader() {
 		return fmt.Errorf("%w: snapshot restore must be sent to the leader", kms.ErrInvalid)
 	}
-	return n.store.Restore(ctx, r)
+	return n.store.Restore(ctx, r, force)
 }
 
 // joinRecord is a join token as stored: only its hash is the key.
