@@ -93,6 +93,12 @@ type Config struct {
 	// Dev runs a one-node cluster that initialises and unseals itself.
 	Dev bool
 
+	// Scheduled backups: every BackupInterval (0: never) the leader writes a
+	// backup into BackupDir and keeps the newest BackupKeep there.
+	BackupInterval time.Duration
+	BackupDir      string
+	BackupKeep     int
+
 	// Raft timing; zero values take raftstore's defaults.
 	HeartbeatTimeout time.Duration
 	ElectionTimeout  time.Duration
@@ -103,12 +109,13 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: API on 127.0.0.1:8443, cluster port
-// on 127.0.0.1:8444.
+// on 127.0.0.1:8444, no scheduled backups (24 kept when they are on).
 func DefaultConfig() Config {
 	return Config{
 		APIAddr:     "127.0.0.1:8443",
 		ClusterAddr: "127.0.0.1:8444",
 		Limits:      DefaultLimits(),
+		BackupKeep:  24,
 	}
 }
 
@@ -194,6 +201,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Dev && c.JoinAddr != "" {
 		return errors.New("node: a dev node cannot join a cluster")
+	}
+	switch {
+	case c.BackupInterval < 0:
+		return errors.New("node: backup_interval must not be negative")
+	case c.BackupInterval > 0 && c.BackupDir == "":
+		return errors.New("node: backup_interval needs backup_dir")
+	case c.BackupInterval > 0 && c.BackupKeep < 1:
+		return errors.New("node: backup_keep must be at least 1")
 	}
 	return c.Limits.Validate()
 }

@@ -64,6 +64,7 @@ type Node struct {
 	workload *workload.Server // the Workload API and SDS socket, while unsealed
 
 	initialized atomic.Bool
+	restored    chan struct{} // signalled after a snapshot replaced the state
 	dev         *DevInfo
 	closing     chan struct{}
 	closeOnce   sync.Once
@@ -105,7 +106,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), files: tlsFiles{dir: filepath.Join(cfg.DataDir, "tls")}, reg: prometheus.NewRegistry(), closing: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), files: tlsFiles{dir: filepath.Join(cfg.DataDir, "tls")}, reg: prometheus.NewRegistry(), closing: make(chan struct{}), restored: make(chan struct{}, 1)}
 	if err := n.start(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -138,6 +139,7 @@ func (n *Node) start(ctx context.Context) error {
 	rc.BindAddr = n.cfg.ClusterAddr
 	rc.AdvertiseAddr = n.cfg.ClusterAdvertise
 	rc.TLS = raftstore.TLSMaterial{Certificate: mat.node, RootCAs: mat.pool}
+	rc.OnRestore = n.noteRestore
 	out := n.cfg.RaftLog
 	if out == nil {
 		out = os.Stderr
@@ -161,6 +163,12 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	if n.barrier, err = kms.NewBarrier(n.store, nil); err != nil {
 		return err
+	}
+	n.wg.Add(1)
+	go n.watchRestores()
+	if n.cfg.BackupInterval > 0 {
+		n.wg.Add(1)
+		go n.runBackups()
 	}
 	if err := n.registerMetrics(); err != nil {
 		return err
