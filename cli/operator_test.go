@@ -295,8 +295,12 @@ func TestRaft(t *testing.T) {
 		t.Fatalf("json: %s", r.stdout)
 	}
 	f.run("", "operator", "raft", "snapshot", "restore", file).wantCode(t, 0)
-	if got := f.last("POST /v1/sys/raft/snapshot"); string(got.Body) != string(snap) {
-		t.Fatalf("restored %q", got.Body)
+	if got := f.last("POST /v1/sys/raft/snapshot"); string(got.Body) != string(snap) || got.Query != "" {
+		t.Fatalf("restored %q (query %q)", got.Body, got.Query)
+	}
+	f.run("", "operator", "raft", "snapshot", "restore", "--force", file).wantCode(t, 0)
+	if rs := f.requests("POST /v1/sys/raft/snapshot"); len(rs) != 2 || rs[1].Query != "force=true" {
+		t.Fatalf("restore --force sent %+v", rs)
 	}
 
 	// A failed download leaves no file behind.

@@ -80,10 +80,22 @@ func (a *app) snapshotSaveCmd() *cobra.Command {
 }
 
 func (a *app) snapshotRestoreCmd() *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "restore FILE",
 		Short: "Replace the cluster's state with a snapshot",
-		Args:  nargs(1, 1),
+		Long: "Replace the whole cluster's state with the snapshot in FILE. Send it to the leader.\n" +
+			"Every write made since the snapshot was saved is lost. The cluster takes writes\n" +
+			"again as soon as the command returns.\n\n" +
+			"A snapshot of this same cluster is restored as it is, and the nodes stay unsealed\n" +
+			"if their keys still open it.\n\n" +
+			"A snapshot of another cluster (a disaster-recovery restore into a new cluster) is\n" +
+			"refused unless --force is given. The snapshot brings its own barrier: after the\n" +
+			"restore every node seals, and is unsealed with the unseal keys (or key file) of the\n" +
+			"cluster the snapshot came from, not this cluster's; that cluster's tokens and\n" +
+			"policies apply from then on. A node that auto-unseals from a key file tries it again\n" +
+			"at once, and opens if it is the key file of the snapshot's cluster.",
+		Args: nargs(1, 1),
 		RunE: a.withClient(func(cmd *cobra.Command, args []string, c *client) error {
 			f, err := os.Open(args[0])
 			if err != nil {
@@ -94,13 +106,19 @@ func (a *app) snapshotRestoreCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.upload(cmd.Context(), "/v1/sys/raft/snapshot", f, fi.Size()); err != nil {
+			path := "/v1/sys/raft/snapshot"
+			if force {
+				path += "?force=true"
+			}
+			if err := c.upload(cmd.Context(), path, f, fi.Size()); err != nil {
 				return err
 			}
 			res := snapshotResult{File: args[0], Bytes: fi.Size()}
 			return a.out(cmd).line(res, "Restored the snapshot in %s", args[0])
 		}),
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "restore a snapshot taken from another cluster")
+	return cmd
 }
 
 // writeAtomic writes a file through a temporary file in the same

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/custos-pki/custos/node"
 	"github.com/spf13/cobra"
@@ -82,6 +83,9 @@ func serverSettings() []serverSetting {
 		{"acme_validator_deny", "acme-validator-deny", "address range (CIDR or IP) the ACME validator must not connect to, besides link-local, unspecified and this node's own addresses (repeatable)"},
 		{"workload_api_socket", "workload-api-socket", "Unix socket of the SPIFFE Workload API and Envoy SDS (default: none; <data-dir>/workload.sock with --dev)"},
 		{"vault_addr", "vault-addr", "HTTPS listen address of the Vault-compatible API (default: none; 127.0.0.1:8200 with --dev); it is also served under /vault/ on the API port"},
+		{"backup_interval", "backup-interval", "write a backup this often, e.g. 1h, on the node that leads (default: never)"},
+		{"backup_dir", "backup-dir", "directory of the scheduled backups"},
+		{"backup_keep", "backup-keep", "scheduled backups kept in backup-dir (default 24)"},
 		{"dev", "dev", "run a one-node dev cluster, initialised and unsealed"},
 		{"log_level", "log-level", "log level: debug, info, warn or error"},
 	}, limitSettings()...)
@@ -206,6 +210,21 @@ func (a *app) nodeConfig(logTo io.Writer) (node.Config, error) {
 		return cfg, err
 	}
 	cfg.VaultAddr = v.GetString("vault_addr")
+	if s := v.GetString("backup_interval"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return cfg, usagef("backup_interval: %q is not a positive duration", s)
+		}
+		cfg.BackupInterval = d
+	}
+	cfg.BackupDir = v.GetString("backup_dir")
+	if s := v.GetString("backup_keep"); s != "" {
+		k, err := strconv.Atoi(s)
+		if err != nil || k < 1 {
+			return cfg, usagef("backup_keep: %q is not a positive number", s)
+		}
+		cfg.BackupKeep = k
+	}
 	cfg.Dev = v.GetBool("dev")
 	if cfg.Dev && !v.IsSet("vault_addr") {
 		cfg.VaultAddr = devVaultAddr

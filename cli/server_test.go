@@ -151,6 +151,7 @@ join_ca_fingerprint: abcd
 		JoinToken:         "cjt_from_env",
 		JoinCAFingerprint: "abcd",
 		Limits:            node.DefaultLimits(),
+		BackupKeep:        24,
 	}
 	cfg.Logger = nil
 	if !reflect.DeepEqual(cfg, want) {
@@ -187,6 +188,13 @@ func TestServerDefaults(t *testing.T) {
 	def := node.DefaultConfig()
 	if cfg.APIAddr != def.APIAddr || cfg.ClusterAddr != def.ClusterAddr || cfg.Dev || cfg.Logger == nil {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+	if cfg.BackupInterval != 0 || cfg.BackupKeep != 24 {
+		t.Fatalf("backup defaults: %v, keep %d", cfg.BackupInterval, cfg.BackupKeep)
+	}
+	cfg = serverConfig(t, "--node-id", "n1", "--data-dir", "/d", "--backup-interval", "1h", "--backup-dir", "/var/backups/custos", "--backup-keep", "3")
+	if cfg.BackupInterval != time.Hour || cfg.BackupDir != "/var/backups/custos" || cfg.BackupKeep != 3 {
+		t.Fatalf("backup settings: %v %q %d", cfg.BackupInterval, cfg.BackupDir, cfg.BackupKeep)
 	}
 	// TOML and JSON config files work the same.
 	toml := writeConfig(t, "c.toml", "node_id = \"t1\"\ndata_dir = \"/d\"\n")
@@ -281,6 +289,9 @@ func TestServerErrors(t *testing.T) {
 		{"bad PKI listen address", []string{"--node-id", "n1", "--data-dir", "/x", "--pki-http-addr", "8080"}, 2, "pki_http_addr"},
 		{"bad PKI URL base", []string{"--node-id", "n1", "--data-dir", "/x", "--pki-url-base", "ftp://pki.example"}, 2, "pki_url_base"},
 		{"bad log level", []string{"--node-id", "n1", "--data-dir", "/x", "--log-level", "loud"}, 2, "log level"},
+		{"bad backup interval", []string{"--node-id", "n1", "--data-dir", "/x", "--backup-interval", "soon", "--backup-dir", "/b"}, 2, "backup_interval"},
+		{"backups without a dir", []string{"--node-id", "n1", "--data-dir", "/x", "--backup-interval", "1h"}, 2, "backup_dir"},
+		{"bad backup keep", []string{"--node-id", "n1", "--data-dir", "/x", "--backup-interval", "1h", "--backup-dir", "/b", "--backup-keep", "0"}, 2, "backup_keep"},
 		{"unknown config key", []string{"--config", writeConfig(t, "c.yaml", "nodeid: n1\n")}, 1, `unknown setting "nodeid"`},
 		{"missing config", []string{"--config", "/no/such/custos.yaml"}, 1, "/no/such/custos.yaml"},
 	} {
