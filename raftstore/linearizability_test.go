@@ -63,11 +63,53 @@ var kvModel = porcupine.Model{
 	},
 }
 
+// errUndecided is the verdict when the checker ran out of time: the
+// history was not checked, which is not a pass.
+var errUndecided = errors.New("the checker ran out of time: the history was not checked")
+
+// verdict turns a checker result into the test's outcome.
+func verdict(res porcupine.CheckResult) error {
+	switch res {
+	case porcupine.Ok:
+		return nil
+	case porcupine.Illegal:
+		return errors.New("the history is not linearizable")
+	}
+	return errUndecided
+}
+
 func TestLinearizableUnderPartitionsAndLeaderKills(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long")
 	}
+	// A history the checker cannot decide in time proves nothing: run
+	// again with fewer clients and faults, which makes a smaller history,
+	// and fail if even the smallest cannot be decided.
+	for _, size := range []struct{ workers, rounds int }{{6, 4}, {4, 2}, {2, 2}} {
+		history, done := linearizabilityRun(t, size.workers, size.rounds)
+		if done < 50 {
+			t.Fatalf("only %d operations completed: too few to check", done)
+		}
+		res := porcupine.CheckOperationsTimeout(kvModel, history, 60*time.Second)
+		t.Logf("%d clients, %d faults: %d operations (%d with unknown outcome): %s",
+			size.workers, size.rounds, len(history), len(history)-done, res)
+		err := verdict(res)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errUndecided) {
+			t.Fatal(err)
+		}
+	}
+	t.Fatal(errUndecided)
+}
+
+// linearizabilityRun runs workers clients against a new three-node cluster
+// while a nemesis partitions and kills its leader rounds times, and returns
+// the history and the number of operations whose outcome is known.
+func linearizabilityRun(t *testing.T, workers, rounds int) ([]porcupine.Operation, int) {
 	c := newCluster(t, 3, fastTimeouts)
+	defer c.closeAll()
 	mustCreateTable(t, c.node("node1"), "kv")
 
 	var (
@@ -81,7 +123,7 @@ func TestLinearizableUnderPartitionsAndLeaderKills(t *testing.T) {
 	)
 	now := func() int64 { return int64(time.Since(start)) }
 	keys := []string{"a", "b", "c"}
-	for w := 0; w < 6; w++ {
+	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
@@ -129,7 +171,7 @@ func TestLinearizableUnderPartitionsAndLeaderKills(t *testing.T) {
 
 	// The nemesis: partitions, a leader kill and restart, heals.
 	rng := rand.New(rand.NewPCG(42, 42))
-	for round := 0; round < 4; round++ {
+	for round := 0; round < rounds; round++ {
 		time.Sleep(700 * time.Millisecond)
 		leader := c.waitLeader(10 * time.Second)
 		if round%2 == 0 {
@@ -153,20 +195,13 @@ func TestLinearizableUnderPartitionsAndLeaderKills(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 
-	var done int
+	done := 0
 	for _, op := range history {
 		if !op.Output.(kvOutput).unknown {
 			done++
 		}
 	}
-	if done < 100 {
-		t.Fatalf("only %d operations completed: too few to check", done)
-	}
-	res := porcupine.CheckOperationsTimeout(kvModel, history, 60*time.Second)
-	t.Logf("%d operations (%d with unknown outcome): %s", len(history), len(history)-done, res)
-	if res == porcupine.Illegal {
-		t.Fatal("the history is not linearizable")
-	}
+	return history, done
 }
 
 func runOp(ctx context.Context, s *Store, in kvInput) (kvOutput, error) {
@@ -200,5 +235,29 @@ func TestLinearizabilityCheckerCatchesAStaleRead(t *testing.T) {
 	}
 	if porcupine.CheckOperations(kvModel, h) {
 		t.Fatal("a stale read passed the check")
+	}
+}
+
+// TestLinearizabilityCheckThatTimesOutIsNotAPass gives the checker a
+// history it cannot decide in the time allowed (an illegal one, whose every
+// order it must try): the verdict must not be a pass.
+func TestLinearizabilityCheckThatTimesOutIsNotAPass(t *testing.T) {
+	var h []porcupine.Operation
+	for i := 0; i < 400; i++ { // every operation overlaps every other
+		in, out := kvInput{op: "put", key: "a", val: fmt.Sprintf("v%d", i)}, kvOutput{}
+		if i%2 == 1 {
+			in, out = kvInput{op: "get", key: "a"}, kvOutput{value: fmt.Sprintf("v%d", i-1)}
+		}
+		h = append(h, porcupine.Operation{ClientId: i, Input: in, Call: int64(i), Output: out, Return: int64(1000 + i)})
+	}
+	// A read of a value nobody wrote: the checker must try every order
+	// before it can call the history illegal.
+	h = append(h, porcupine.Operation{ClientId: 400, Input: kvInput{op: "get", key: "a"}, Call: 500, Output: kvOutput{value: "never"}, Return: 2000})
+	res := porcupine.CheckOperationsTimeout(kvModel, h, time.Millisecond)
+	if res != porcupine.Unknown {
+		t.Skipf("the checker decided the history in 1 ms (%s): nothing to test", res)
+	}
+	if err := verdict(res); !errors.Is(err, errUndecided) {
+		t.Fatalf("verdict on a check that timed out: %v", err)
 	}
 }
