@@ -32,7 +32,7 @@ func (s *Store) addServer(ctx context.Context, id, addr string, voter bool) erro
 		kind = reqAddVoter
 	}
 	body := appendBytes(appendBytes(nil, []byte(id)), []byte(addr))
-	return s.onLeader(ctx, kind, body, func(ctx context.Context) error { return s.addServerLocal(ctx, id, addr, voter) })
+	return s.changeMembers(ctx, kind, body, func(ctx context.Context) error { return s.addServerLocal(ctx, id, addr, voter) })
 }
 
 // RemoveServer removes the node id from the cluster.
@@ -40,32 +40,20 @@ func (s *Store) RemoveServer(ctx context.Context, id string) error {
 	if id == "" || len(id) > 128 {
 		return fmt.Errorf("%w: server ID is required", ErrInvalidArgument)
 	}
-	return s.onLeader(ctx, reqRemove, appendBytes(nil, []byte(id)), func(ctx context.Context) error { return s.removeLocal(ctx, id) })
+	return s.changeMembers(ctx, reqRemove, appendBytes(nil, []byte(id)), func(ctx context.Context) error { return s.removeLocal(ctx, id) })
 }
 
-// onLeader runs local on the leader, or forwards the request to it.
-func (s *Store) onLeader(ctx context.Context, kind byte, body []byte, local func(context.Context) error) error {
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	for {
-		var err error
-		if s.raft.State() == raft.Leader {
-			err = local(ctx)
-		} else if id, addr := s.Leader(); addr != "" {
-			var r applyResult
-			if r, _, err = s.fwd.call(ctx, addr, id, kind, body); err == nil {
-				err = r.Err
-			}
-		} else {
-			err = ErrNoLeader
-		}
-		if !retryable(err) {
-			return err
-		}
-		if werr := s.pause(ctx); werr != nil {
-			return fmt.Errorf("%w: %v", werr, err)
-		}
+// changeMembers runs a membership change on the leader. The changes are
+// idempotent (adding a member twice, or removing one that is gone, does
+// nothing), so a retry after a lost answer is safe.
+func (s *Store) changeMembers(ctx context.Context, kind byte, body []byte, local func(context.Context) error) error {
+	r, err := s.onLeader(ctx, leaderOp{kind: kind, body: body, local: func(ctx context.Context) (applyResult, error) {
+		return applyResult{}, local(ctx)
+	}})
+	if err == nil {
+		err = r.Err
 	}
+	return err
 }
 
 func raftErr(err error) error {

@@ -116,6 +116,33 @@ func (s *Store) withTimeout(ctx context.Context) (context.Context, context.Cance
 // lost answer is applied once.
 func (s *Store) propose(ctx context.Context, c *command) (TxnResult, error) {
 	c.RequestID = newRequestID()
+	r, err := s.onLeader(ctx, leaderOp{
+		kind: reqWrite, body: c.encode(), changes: true,
+		local: func(ctx context.Context) (applyResult, error) { return s.applyLocal(ctx, c) },
+	})
+	if err != nil {
+		return TxnResult{}, err
+	}
+	return r.Res, r.Err
+}
+
+// leaderOp is an operation that runs on the leader: local when this node
+// leads, else sent to the leader as a request of kind with body.
+type leaderOp struct {
+	kind  byte
+	body  []byte
+	local func(context.Context) (applyResult, error)
+	// changes is set for an operation that changes the state: once a try
+	// may have reached the leader, running out of time is an unknown
+	// outcome, not a plain timeout.
+	changes bool
+}
+
+// onLeader runs op on the leader, wherever it is, retrying while there is
+// no leader, the leader moves, or a connection fails, until ctx (or the
+// apply timeout) ends. A result's error from the leader that a retry could
+// not change is returned in the result.
+func (s *Store) onLeader(ctx context.Context, op leaderOp) (applyResult, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	sent := false
@@ -125,11 +152,11 @@ func (s *Store) propose(ctx context.Context, c *command) (TxnResult, error) {
 			err error
 		)
 		if s.raft.State() == raft.Leader {
-			r, err = s.applyLocal(ctx, c)
+			r, err = op.local(ctx)
 			sent = sent || !errors.Is(err, ErrNotLeader)
 		} else if id, addr := s.Leader(); addr != "" {
 			var maybe bool
-			r, maybe, err = s.fwd.call(ctx, addr, id, reqWrite, c.encode())
+			r, maybe, err = s.fwd.call(ctx, addr, id, op.kind, op.body)
 			sent = sent || maybe
 			if err == nil && retryable(r.Err) {
 				err, r = r.Err, applyResult{}
@@ -138,16 +165,16 @@ func (s *Store) propose(ctx context.Context, c *command) (TxnResult, error) {
 			err = ErrNoLeader
 		}
 		if err == nil {
-			return r.Res, r.Err
+			return r, nil
 		}
 		if !retryable(err) {
-			return TxnResult{}, err
+			return applyResult{}, err
 		}
 		if werr := s.pause(ctx); werr != nil {
-			if sent {
-				return TxnResult{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+			if sent && op.changes {
+				return applyResult{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
 			}
-			return TxnResult{}, fmt.Errorf("%w: %v", werr, err)
+			return applyResult{}, fmt.Errorf("%w: %v", werr, err)
 		}
 	}
 }
@@ -215,32 +242,17 @@ func (s *Store) readIndexLocal(ctx context.Context) (uint64, error) {
 func (s *Store) linearize(ctx context.Context) error {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	for {
-		var (
-			idx uint64
-			err error
-		)
-		if s.raft.State() == raft.Leader {
-			idx, err = s.readIndexLocal(ctx)
-		} else if id, addr := s.Leader(); addr != "" {
-			var r applyResult
-			r, _, err = s.fwd.call(ctx, addr, id, reqReadIndex, nil)
-			if err == nil {
-				idx, err = r.Res.Index, r.Err
-			}
-		} else {
-			err = ErrNoLeader
-		}
-		if err == nil {
-			return s.fsm.waitApplied(ctx, idx)
-		}
-		if !retryable(err) {
-			return err
-		}
-		if werr := s.pause(ctx); werr != nil {
-			return fmt.Errorf("%w: %v", werr, err)
-		}
+	r, err := s.onLeader(ctx, leaderOp{kind: reqReadIndex, local: func(ctx context.Context) (applyResult, error) {
+		idx, err := s.readIndexLocal(ctx)
+		return applyResult{Res: TxnResult{Index: idx}}, err
+	}})
+	if err == nil {
+		err = r.Err
 	}
+	if err != nil {
+		return err
+	}
+	return s.fsm.waitApplied(ctx, r.Res.Index)
 }
 
 func checkRead(table string, key []byte) error {
