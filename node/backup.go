@@ -49,7 +49,6 @@ func (n *Node) watchRestores() {
 const restoreReloadTimeout = 30 * time.Second
 
 func (n *Node) afterRestore() {
-	n.barrier.ResetUnseal()
 	if n.barrier.Sealed() {
 		return
 	}

@@ -17,6 +17,13 @@
 //     time) is stamped by the proposer before Raft sees the command.
 //   - Node-to-node traffic runs on one TCP port with mutual TLS; a peer must
 //     present a certificate for the Raft server ID it is known by.
+//   - A backup is the whole state as of a linearizable read, streamed from a
+//     temporary copy so that a slow reader holds no transaction. It names
+//     the cluster it came from (an ID the first leader makes); restoring a
+//     backup of another cluster needs force. A restored backup becomes a
+//     snapshot past the end of the log, and the cluster takes writes as soon
+//     as Restore returns, whichever cluster the backup came from and however
+//     far along it was.
 //
 // raftstore sees only bytes: encryption is the job of the kms barrier above it.
 package raftstore

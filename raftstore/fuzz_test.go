@@ -17,6 +17,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		}},
 		{Type: cmdCreateTable, Ops: []Op{{Table: "kv"}}},
 		{Type: cmdNoop, Time: -5},
+		clusterIDCommand(),
 	}
 	for _, c := range seeds {
 		f.Add(c.encode())
