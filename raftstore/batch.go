@@ -91,7 +91,12 @@ func (b *batcher) apply(batch []*pendingCmd) {
 		data = appendBytes(data, p.enc)
 	}
 	f := b.s.raft.Apply(data, b.s.cfg.ApplyTimeout)
-	err := applyErr(f.Error())
+	err := b.s.await(context.Background(), f)
+	if errors.Is(err, ErrClosed) {
+		err = fmt.Errorf("%w: %v", ErrUnknownOutcome, err) // it may have been committed
+	} else {
+		err = applyErr(err)
+	}
 	var results []applyResult
 	if err == nil {
 		var ok bool

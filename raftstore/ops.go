@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -230,10 +231,90 @@ func (s *Store) readIndexLocal(ctx context.Context) (uint64, error) {
 		return 0, ErrNotLeader
 	}
 	idx := s.raft.CommitIndex()
-	if err := s.raft.VerifyLeader().Error(); err != nil {
+	if err := s.verify.check(ctx); err != nil {
+		if errors.Is(err, ErrTimeout) || errors.Is(err, ErrClosed) {
+			return 0, err
+		}
 		return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
 	}
 	return idx, nil
+}
+
+// leaderCheck shares leadership checks among concurrent reads. Each read
+// joins the next check that has not started, so the check that answers it
+// begins after the read took its commit index; one check runs at a time.
+//
+// Besides saving heartbeats, this keeps hashicorp/raft from deadlocking:
+// every pending VerifyLeader future is sent back to Raft's main loop over a
+// channel of 64, by the heartbeat goroutines, with a blocking send. Under a
+// load of reads on a leader that shuts down, that channel fills and no
+// longer drains, the heartbeat goroutines block, and Shutdown waits for them
+// for ever.
+type leaderCheck struct {
+	s       *Store
+	mu      sync.Mutex
+	next    *checkRound // the round new reads join; nil when none waits
+	running bool
+}
+
+type checkRound struct {
+	done chan struct{}
+	err  error
+}
+
+func (c *leaderCheck) check(ctx context.Context) error {
+	c.mu.Lock()
+	if c.next == nil {
+		c.next = &checkRound{done: make(chan struct{})}
+	}
+	r := c.next
+	if !c.running {
+		c.running = true
+		go c.run()
+	}
+	c.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ErrTimeout
+	case <-c.s.closing:
+		return ErrClosed
+	}
+}
+
+// run answers rounds, one check each, until none waits.
+func (c *leaderCheck) run() {
+	for {
+		c.mu.Lock()
+		r := c.next
+		c.next = nil
+		if r == nil {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		r.err = c.s.await(context.Background(), c.s.raft.VerifyLeader())
+		close(r.done)
+	}
+}
+
+// await waits for a Raft future until ctx ends or the store closes. Raft
+// never answers a future that is still queued when it shuts down, so
+// waiting on Error alone can block for ever; the goroutine left waiting on
+// such a future is the price of not blocking the caller.
+func (s *Store) await(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ErrTimeout
+	case <-s.closing:
+		return ErrClosed
+	}
 }
 
 // linearize waits until this node's state holds every write acknowledged

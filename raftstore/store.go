@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -111,6 +112,7 @@ type Store struct {
 	batch     *batcher
 
 	readyTerm atomic.Uint64 // term in which this leader's no-op was applied
+	verify    leaderCheck
 	notifyCh  chan bool
 	observeCh chan raft.Observation
 	observer  *raft.Observer
@@ -222,6 +224,7 @@ func (s *Store) open() error {
 		return false
 	})
 	s.raft.RegisterObserver(s.observer)
+	s.verify.s = s
 	s.fwd = newForwarder(s)
 	s.batch = newBatcher(s)
 	s.wg.Add(4)
@@ -298,7 +301,9 @@ func (s *Store) watchLeadership() {
 				}
 				c.Time = s.cfg.Now().UnixNano()
 				f := s.raft.Apply(c.encode(), s.cfg.ApplyTimeout)
-				if f.Error() == nil {
+				if err := s.await(context.Background(), f); errors.Is(err, ErrClosed) {
+					return
+				} else if err == nil {
 					if s.raft.CurrentTerm() == term {
 						s.readyTerm.Store(term)
 					}
