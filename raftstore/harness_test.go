@@ -275,11 +275,18 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
+// mustCreateTable creates a table, retrying while the cluster has no
+// leader: a new cluster on a loaded machine may lose its first leader to a
+// missed heartbeat. Creating a table twice is harmless.
 func mustCreateTable(t testing.TB, s *Store, name string) {
 	t.Helper()
-	if err := s.CreateTable(ctxT(t, 10*time.Second), name); err != nil {
-		t.Fatalf("create table %s: %v", name, err)
-	}
+	eventually(t, time.Minute, func() error {
+		err := s.CreateTable(ctxT(t, 10*time.Second), name)
+		if err != nil && !retryable(err) {
+			t.Fatalf("create table %s: %v", name, err)
+		}
+		return err
+	})
 }
 
 // eventually retries fn until it returns nil or the time is up.
