@@ -17,7 +17,7 @@ func putN(t *testing.T, c *testCluster, prefix string, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		s := c.live()[i%len(c.live())]
-		if err := s.Put(ctxT(t, 10*time.Second), "kv", fmt.Appendf(nil, "%s%04d", prefix, i), []byte(prefix)); err != nil {
+		if err := s.Put(ctxT(t, settle), "kv", fmt.Appendf(nil, "%s%04d", prefix, i), []byte(prefix)); err != nil {
 			t.Fatalf("put %d on %s: %v", i, s.ID(), err)
 		}
 	}
@@ -32,7 +32,7 @@ func TestRestoreBackupOfAnotherClusterThatWasFurtherAlong(t *testing.T) {
 	mustCreateTable(t, a.node("node1"), "kv")
 	putN(t, a, "a", 300)
 	var backup bytes.Buffer
-	if _, err := a.node("node3").Backup(ctxT(t, 10*time.Second), &backup); err != nil {
+	if _, err := a.node("node3").Backup(ctxT(t, settle), &backup); err != nil {
 		t.Fatal(err)
 	}
 	idA := a.node("node1").ClusterID()
@@ -44,7 +44,7 @@ func TestRestoreBackupOfAnotherClusterThatWasFurtherAlong(t *testing.T) {
 	if idA == "" || idB == "" || idA == idB {
 		t.Fatalf("cluster IDs %q and %q", idA, idB)
 	}
-	leader := b.waitLeader(10 * time.Second)
+	leader := b.waitLeader(settle)
 	if leader.raft.LastIndex() >= a.node("node1").AppliedIndex() {
 		t.Fatalf("cluster B (index %d) is not behind A (%d): nothing is tested", leader.raft.LastIndex(), a.node("node1").AppliedIndex())
 	}
@@ -53,7 +53,7 @@ func TestRestoreBackupOfAnotherClusterThatWasFurtherAlong(t *testing.T) {
 	if !errors.Is(err, ErrOtherCluster) || !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("restore of another cluster's backup without force: %v", err)
 	}
-	if _, err := leader.Get(ctxT(t, 5*time.Second), "kv", []byte("b0000")); err != nil {
+	if _, err := leader.Get(ctxT(t, settle), "kv", []byte("b0000")); err != nil {
 		t.Fatalf("a refused restore changed the state: %v", err)
 	}
 	if err := leader.Restore(ctxT(t, 30*time.Second), bytes.NewReader(backup.Bytes()), true); err != nil {
@@ -63,21 +63,21 @@ func TestRestoreBackupOfAnotherClusterThatWasFurtherAlong(t *testing.T) {
 	// Every node takes writes and reads them back, at once.
 	for i, s := range b.live() {
 		key := fmt.Appendf(nil, "after-%d", i)
-		if err := s.Put(ctxT(t, 10*time.Second), "kv", key, []byte(s.ID())); err != nil {
+		if err := s.Put(ctxT(t, settle), "kv", key, []byte(s.ID())); err != nil {
 			t.Fatalf("write on %s after the restore: %v", s.ID(), err)
 		}
 	}
 	for _, s := range b.live() {
 		for i := range b.live() {
-			v, err := s.Get(ctxT(t, 10*time.Second), "kv", fmt.Appendf(nil, "after-%d", i))
+			v, err := s.Get(ctxT(t, settle), "kv", fmt.Appendf(nil, "after-%d", i))
 			if err != nil || string(v) != b.live()[i].ID() {
 				t.Fatalf("%s reads after-%d = %q, %v", s.ID(), i, v, err)
 			}
 		}
-		if v, err := s.Get(ctxT(t, 10*time.Second), "kv", []byte("a0299")); err != nil || string(v) != "a" {
+		if v, err := s.Get(ctxT(t, settle), "kv", []byte("a0299")); err != nil || string(v) != "a" {
 			t.Fatalf("%s: the backup's data: %q, %v", s.ID(), v, err)
 		}
-		if _, err := s.Get(ctxT(t, 10*time.Second), "kv", []byte("b0000")); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Get(ctxT(t, settle), "kv", []byte("b0000")); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("%s: B's own data survived the restore: %v", s.ID(), err)
 		}
 		if got := s.ClusterID(); got != idA {
@@ -99,10 +99,10 @@ func TestRestoreBackupOfAnotherClusterThatWasFurtherAlong(t *testing.T) {
 	delete(b.nodes, follower)
 	b.mu.Unlock()
 	s := b.start(follower, nil)
-	if err := s.Put(ctxT(t, 10*time.Second), "kv", []byte("after-restart"), []byte("x")); err != nil {
+	if err := s.Put(ctxT(t, settle), "kv", []byte("after-restart"), []byte("x")); err != nil {
 		t.Fatalf("write on %s after its restart: %v", follower, err)
 	}
-	if v, err := s.Get(ctxT(t, 10*time.Second), "kv", []byte("after-0")); err != nil || len(v) == 0 {
+	if v, err := s.Get(ctxT(t, settle), "kv", []byte("after-0")); err != nil || len(v) == 0 {
 		t.Fatalf("%s after its restart: %q, %v", follower, v, err)
 	}
 }
@@ -134,7 +134,7 @@ func TestBackupToASlowReaderHoldsNoTransaction(t *testing.T) {
 	mustCreateTable(t, s, "kv")
 	val := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 64<<10) }
 	for k := 0; k < 16; k++ {
-		if err := s.Put(ctxT(t, 10*time.Second), "kv", fmt.Appendf(nil, "k%02d", k), val(0)); err != nil {
+		if err := s.Put(ctxT(t, settle), "kv", fmt.Appendf(nil, "k%02d", k), val(0)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -160,7 +160,7 @@ func TestBackupToASlowReaderHoldsNoTransaction(t *testing.T) {
 	const rounds = 12 // 12 × 16 × 64 KiB = 12 MiB of overwrites
 	for r := 1; r <= rounds; r++ {
 		for k := 0; k < 16; k++ {
-			if err := s.Put(ctxT(t, 10*time.Second), "kv", fmt.Appendf(nil, "k%02d", k), val(r)); err != nil {
+			if err := s.Put(ctxT(t, settle), "kv", fmt.Appendf(nil, "k%02d", k), val(r)); err != nil {
 				t.Fatalf("write while a backup streams: %v", err)
 			}
 		}

@@ -30,7 +30,7 @@ func benchPutN(b *testing.B, n, writers int, tune func(*Config), spreadOpt ...bo
 	spread := len(spreadOpt) > 0 && spreadOpt[0]
 	c := newCluster(b, n, tune)
 	mustCreateTable(b, c.node("node1"), "kv")
-	leader := c.waitLeader(10 * time.Second)
+	leader := c.waitLeader(settle)
 	nodes := []*Store{leader}
 	if spread {
 		nodes = c.live()

@@ -17,11 +17,11 @@ func TestWriteOnAnyNodeReadOnEvery(t *testing.T) {
 	mustCreateTable(t, c.node("node2"), "kv")
 	for _, w := range c.live() {
 		key := []byte("written-on-" + w.ID())
-		if err := w.Put(ctxT(t, 10*time.Second), "kv", key, []byte(w.ID())); err != nil {
+		if err := w.Put(ctxT(t, settle), "kv", key, []byte(w.ID())); err != nil {
 			t.Fatalf("put on %s: %v", w.ID(), err)
 		}
 		for _, r := range c.live() {
-			got, err := r.Get(ctxT(t, 10*time.Second), "kv", key)
+			got, err := r.Get(ctxT(t, settle), "kv", key)
 			if err != nil || string(got) != w.ID() {
 				t.Fatalf("read on %s of a write on %s: %q, %v", r.ID(), w.ID(), got, err)
 			}
@@ -44,7 +44,7 @@ func encCounter(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) 
 // a deadline over the whole loop would be a bet on the machine's speed.
 func incr(s *Store, key []byte) error {
 	call := func(fn func(ctx context.Context) error) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), settle)
 		defer cancel()
 		return fn(ctx)
 	}
@@ -102,7 +102,7 @@ func TestConcurrentCompareAndSwapFromAllNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range c.live() {
-		v, err := s.Get(ctxT(t, 5*time.Second), "kv", key)
+		v, err := s.Get(ctxT(t, settle), "kv", key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +115,7 @@ func TestConcurrentCompareAndSwapFromAllNodes(t *testing.T) {
 func TestLeaderKilledUnderLoad(t *testing.T) {
 	c := newCluster(t, 3, nil) // production timeouts: failover is what is measured
 	mustCreateTable(t, c.node("node1"), "kv")
-	old := c.waitLeader(5 * time.Second)
+	old := c.waitLeader(settle)
 
 	var (
 		acked   sync.Map
@@ -148,7 +148,7 @@ func TestLeaderKilledUnderLoad(t *testing.T) {
 	c.kill(old.ID())
 	// How fast a leader comes is logged, not asserted: on a loaded machine
 	// an election takes what the scheduler gives it.
-	leader := c.waitLeader(30 * time.Second)
+	leader := c.waitLeader(settle)
 	t.Logf("new leader %s after %v", leader.ID(), time.Since(killed).Round(time.Millisecond))
 	if leader.ID() == old.ID() {
 		t.Fatal("the killed node is still the leader")
@@ -161,7 +161,7 @@ func TestLeaderKilledUnderLoad(t *testing.T) {
 	acked.Range(func(k, _ any) bool {
 		n++
 		for _, s := range c.live() {
-			v, err := s.Get(ctxT(t, 5*time.Second), "kv", []byte(k.(string)))
+			v, err := s.Get(ctxT(t, settle), "kv", []byte(k.(string)))
 			if err != nil || string(v) != k.(string) {
 				t.Errorf("acknowledged write %s missing on %s: %v", k, s.ID(), err)
 				return false
@@ -176,7 +176,7 @@ func TestLeaderKilledUnderLoad(t *testing.T) {
 
 	// The killed node comes back and catches up.
 	back := c.start(old.ID(), nil)
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, settle, func() error {
 		if back.AppliedIndex() < leader.AppliedIndex() {
 			return errNotYet
 		}
@@ -187,8 +187,8 @@ func TestLeaderKilledUnderLoad(t *testing.T) {
 func TestIsolatedLeaderCannotCommitOrRead(t *testing.T) {
 	c := newCluster(t, 3, fastTimeouts)
 	mustCreateTable(t, c.node("node1"), "kv")
-	old := c.waitLeader(5 * time.Second)
-	if err := old.Put(ctxT(t, 5*time.Second), "kv", []byte("k"), []byte("before")); err != nil {
+	old := c.waitLeader(settle)
+	if err := old.Put(ctxT(t, settle), "kv", []byte("k"), []byte("before")); err != nil {
 		t.Fatal(err)
 	}
 	var rest []string
@@ -213,11 +213,11 @@ func TestIsolatedLeaderCannotCommitOrRead(t *testing.T) {
 
 	// The majority goes on.
 	other := c.node(rest[0])
-	eventually(t, 5*time.Second, func() error {
+	eventually(t, settle, func() error {
 		return other.Put(ctxT(t, 2*time.Second), "kv", []byte("k"), []byte("majority"))
 	})
 	c.net.heal()
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, settle, func() error {
 		v, err := old.Get(ctxT(t, 2*time.Second), "kv", []byte("k"))
 		if err != nil {
 			return err
@@ -237,7 +237,7 @@ func TestFollowerCatchesUpThroughSnapshot(t *testing.T) {
 		cfg.SnapshotInterval = time.Hour // snapshots are taken by hand below
 	})
 	mustCreateTable(t, c.node("node1"), "kv")
-	leader := c.waitLeader(5 * time.Second)
+	leader := c.waitLeader(settle)
 	var follower string
 	for _, id := range c.ids {
 		if id != leader.ID() {
@@ -247,7 +247,7 @@ func TestFollowerCatchesUpThroughSnapshot(t *testing.T) {
 	}
 	c.kill(follower)
 	for i := 0; i < 300; i++ {
-		if err := leader.Put(ctxT(t, 5*time.Second), "kv", fmt.Appendf(nil, "k%03d", i), fmt.Appendf(nil, "v%03d", i)); err != nil {
+		if err := leader.Put(ctxT(t, settle), "kv", fmt.Appendf(nil, "k%03d", i), fmt.Appendf(nil, "v%03d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -269,14 +269,14 @@ func TestFollowerCatchesUpThroughSnapshot(t *testing.T) {
 	if back.AppliedIndex() >= first {
 		t.Fatalf("follower already holds index %d, the log starts at %d: nothing to test", back.AppliedIndex(), first)
 	}
-	eventually(t, 15*time.Second, func() error {
+	eventually(t, settle, func() error {
 		if back.fsm.restores.Load() == 0 {
 			return errors.New("no snapshot installed")
 		}
 		return nil
 	})
 	for i := 0; i < 300; i += 37 {
-		v, err := back.Get(ctxT(t, 5*time.Second), "kv", fmt.Appendf(nil, "k%03d", i), Stale())
+		v, err := back.Get(ctxT(t, settle), "kv", fmt.Appendf(nil, "k%03d", i), Stale())
 		if err != nil || string(v) != fmt.Sprintf("v%03d", i) {
 			t.Fatalf("k%03d on the caught-up follower: %q, %v", i, v, err)
 		}
@@ -290,7 +290,7 @@ func TestRestartAllKeepsStateAndAppliesNothingTwice(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		s := c.live()[i%3]
 		k, v := fmt.Sprintf("k%02d", i), fmt.Sprintf("v%02d", i)
-		if err := s.Put(ctxT(t, 5*time.Second), "kv", []byte(k), []byte(v)); err != nil {
+		if err := s.Put(ctxT(t, settle), "kv", []byte(k), []byte(v)); err != nil {
 			t.Fatal(err)
 		}
 		want[k] = v
@@ -300,8 +300,8 @@ func TestRestartAllKeepsStateAndAppliesNothingTwice(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	leader := c.waitLeader(5 * time.Second)
-	eventually(t, 5*time.Second, func() error {
+	leader := c.waitLeader(settle)
+	eventually(t, settle, func() error {
 		for _, s := range c.live() {
 			if s.AppliedIndex() != leader.AppliedIndex() {
 				return errNotYet
@@ -329,9 +329,9 @@ func TestRestartAllKeepsStateAndAppliesNothingTwice(t *testing.T) {
 		}
 	}
 	c.net.heal()
-	c.waitLeader(10 * time.Second)
+	c.waitLeader(settle)
 	for _, s := range c.live() {
-		page, err := s.List(ctxT(t, 5*time.Second), "kv", ListOptions{Prefix: []byte("k")})
+		page, err := s.List(ctxT(t, settle), "kv", ListOptions{Prefix: []byte("k")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -343,7 +343,7 @@ func TestRestartAllKeepsStateAndAppliesNothingTwice(t *testing.T) {
 				t.Fatalf("%s: %s = %q", s.ID(), kv.Key, kv.Value)
 			}
 		}
-		v, err := s.Get(ctxT(t, 5*time.Second), "kv", []byte("counter"))
+		v, err := s.Get(ctxT(t, settle), "kv", []byte("counter"))
 		if err != nil || counterValue(v) != 20 {
 			t.Fatalf("%s: counter %d, %v", s.ID(), counterValue(v), err)
 		}
@@ -358,25 +358,25 @@ func TestRestartAllKeepsStateAndAppliesNothingTwice(t *testing.T) {
 func TestBackupAndRestore(t *testing.T) {
 	c := newCluster(t, 3, fastTimeouts)
 	mustCreateTable(t, c.node("node1"), "kv")
-	leader := c.waitLeader(5 * time.Second)
-	if err := leader.Put(ctxT(t, 5*time.Second), "kv", []byte("a"), []byte("1")); err != nil {
+	leader := c.waitLeader(settle)
+	if err := leader.Put(ctxT(t, settle), "kv", []byte("a"), []byte("1")); err != nil {
 		t.Fatal(err)
 	}
 	var backup bytes.Buffer
-	if _, err := c.node("node2").Backup(ctxT(t, 5*time.Second), &backup); err != nil {
+	if _, err := c.node("node2").Backup(ctxT(t, settle), &backup); err != nil {
 		t.Fatal(err)
 	}
-	if err := leader.Put(ctxT(t, 5*time.Second), "kv", []byte("a"), []byte("2")); err != nil {
+	if err := leader.Put(ctxT(t, settle), "kv", []byte("a"), []byte("2")); err != nil {
 		t.Fatal(err)
 	}
-	if err := leader.Put(ctxT(t, 5*time.Second), "kv", []byte("b"), []byte("after")); err != nil {
+	if err := leader.Put(ctxT(t, settle), "kv", []byte("b"), []byte("after")); err != nil {
 		t.Fatal(err)
 	}
-	if err := leader.Restore(ctxT(t, 10*time.Second), bytes.NewReader(backup.Bytes()), false); err != nil {
+	if err := leader.Restore(ctxT(t, settle), bytes.NewReader(backup.Bytes()), false); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range c.live() {
-		eventually(t, 10*time.Second, func() error {
+		eventually(t, settle, func() error {
 			v, err := s.Get(ctxT(t, 2*time.Second), "kv", []byte("a"))
 			if err != nil || string(v) != "1" {
 				return fmt.Errorf("%s: a = %q, %v", s.ID(), v, err)
@@ -387,7 +387,7 @@ func TestBackupAndRestore(t *testing.T) {
 			return nil
 		})
 	}
-	if err := leader.Restore(ctxT(t, 5*time.Second), bytes.NewReader([]byte("not a backup")), true); err == nil {
+	if err := leader.Restore(ctxT(t, settle), bytes.NewReader([]byte("not a backup")), true); err == nil {
 		t.Fatal("restored garbage")
 	}
 }
@@ -401,7 +401,7 @@ func TestCrashOfAllNodesRebuildsStateFromSnapshotAndLog(t *testing.T) {
 	mustCreateTable(t, c.node("node1"), "kv")
 	put := func(from, to int) {
 		for i := from; i < to; i++ {
-			if err := c.live()[i%3].Put(ctxT(t, 5*time.Second), "kv", fmt.Appendf(nil, "k%03d", i), fmt.Appendf(nil, "v%03d", i)); err != nil {
+			if err := c.live()[i%3].Put(ctxT(t, settle), "kv", fmt.Appendf(nil, "k%03d", i), fmt.Appendf(nil, "v%03d", i)); err != nil {
 				t.Fatalf("put %d on %s: %v", i, c.live()[i%3].ID(), err)
 			}
 		}
@@ -413,8 +413,8 @@ func TestCrashOfAllNodesRebuildsStateFromSnapshotAndLog(t *testing.T) {
 		}
 	}
 	put(60, 100) // after the snapshot: only in the log
-	leader := c.waitLeader(5 * time.Second)
-	eventually(t, 5*time.Second, func() error {
+	leader := c.waitLeader(settle)
+	eventually(t, settle, func() error {
 		for _, s := range c.live() {
 			if s.AppliedIndex() != leader.AppliedIndex() {
 				return errNotYet
@@ -431,9 +431,9 @@ func TestCrashOfAllNodesRebuildsStateFromSnapshotAndLog(t *testing.T) {
 			t.Fatalf("%s: the state was not rebuilt from its snapshot after a crash", id)
 		}
 	}
-	c.waitLeader(10 * time.Second)
+	c.waitLeader(settle)
 	for _, s := range c.live() {
-		page, err := s.List(ctxT(t, 5*time.Second), "kv", ListOptions{KeysOnly: true})
+		page, err := s.List(ctxT(t, settle), "kv", ListOptions{KeysOnly: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -450,7 +450,7 @@ func TestReadsOnAKilledLeaderReturn(t *testing.T) {
 	c := newCluster(t, 3, fastTimeouts)
 	mustCreateTable(t, c.node("node1"), "kv")
 	for round := 0; round < 3; round++ {
-		leader := c.waitLeader(30 * time.Second)
+		leader := c.waitLeader(settle)
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
 		for r := 0; r < 32; r++ {

@@ -111,6 +111,14 @@ type testCluster struct {
 	tune  func(*Config)
 }
 
+// settle bounds how long a test waits for the cluster to reach a state it
+// must reach: a leader, a caught-up node, a write that goes through once a
+// leader is elected. It bounds liveness, it does not measure speed: on an
+// idle machine these take well under a second, and under load (elections
+// with 500 ms timeouts among busy processes, the race detector) they take
+// what the scheduler gives them. A test that measures speed logs it.
+const settle = time.Minute
+
 // fastTimeouts keeps tests quick where they do not measure failover.
 func fastTimeouts(c *Config) {
 	c.HeartbeatTimeout = 500 * time.Millisecond
@@ -134,7 +142,7 @@ func newCluster(t testing.TB, n int, tune func(*Config)) *testCluster {
 		t.Fatal(err)
 	}
 	first := c.nodes[c.ids[0]]
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, settle, func() error {
 		if !first.IsLeader() {
 			return errNotYet
 		}
@@ -148,7 +156,7 @@ func newCluster(t testing.TB, n int, tune func(*Config)) *testCluster {
 		cancel()
 	}
 	t.Cleanup(c.closeAll)
-	c.waitLeader(10 * time.Second)
+	c.waitLeader(settle)
 	return c
 }
 
@@ -281,7 +289,7 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 func mustCreateTable(t testing.TB, s *Store, name string) {
 	t.Helper()
 	eventually(t, time.Minute, func() error {
-		err := s.CreateTable(ctxT(t, 10*time.Second), name)
+		err := s.CreateTable(ctxT(t, settle), name)
 		if err != nil && !retryable(err) {
 			t.Fatalf("create table %s: %v", name, err)
 		}

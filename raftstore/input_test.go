@@ -55,14 +55,14 @@ func clientCommandAfter(t *testing.T, s *Store, from uint64) (uint64, bool) {
 func TestBadInputIsRejectedAndWritesNothing(t *testing.T) {
 	c := newCluster(t, 3, fastTimeouts)
 	mustCreateTable(t, c.node("node1"), "kv")
-	leader := c.waitLeader(5 * time.Second)
+	leader := c.waitLeader(settle)
 	var follower *Store
 	for _, s := range c.live() {
 		if s != leader {
 			follower = s
 		}
 	}
-	ctx := ctxT(t, 10*time.Second)
+	ctx := ctxT(t, settle)
 	big := bytes.Repeat([]byte{'x'}, MaxValueSize+1)
 	for _, s := range []*Store{leader, follower} {
 		t.Run(s.ID(), func(t *testing.T) {
@@ -110,7 +110,7 @@ func TestBadInputIsRejectedAndWritesNothing(t *testing.T) {
 func TestMalformedForwardedCommand(t *testing.T) {
 	c := newCluster(t, 3, fastTimeouts)
 	mustCreateTable(t, c.node("node1"), "kv")
-	leader := c.waitLeader(5 * time.Second)
+	leader := c.waitLeader(settle)
 	var follower *Store
 	for _, s := range c.live() {
 		if s != leader {
@@ -129,7 +129,7 @@ func TestMalformedForwardedCommand(t *testing.T) {
 	}
 	for name, body := range bodies {
 		t.Run(name, func(t *testing.T) {
-			r, _, err := follower.fwd.call(ctxT(t, 5*time.Second), leader.Addr(), leader.ID(), reqWrite, body)
+			r, _, err := follower.fwd.call(ctxT(t, settle), leader.Addr(), leader.ID(), reqWrite, body)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -139,7 +139,7 @@ func TestMalformedForwardedCommand(t *testing.T) {
 		})
 	}
 	t.Run("oversized frame", func(t *testing.T) {
-		conn, err := follower.mux.dialPeer(ctxT(t, 5*time.Second), leader.Addr(), leader.ID(), connForward)
+		conn, err := follower.mux.dialPeer(ctxT(t, settle), leader.Addr(), leader.ID(), connForward)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +160,7 @@ func TestMalformedForwardedCommand(t *testing.T) {
 	if i, ok := clientCommandAfter(t, leader, before); ok {
 		t.Fatalf("a malformed command reached the log at index %d", i)
 	}
-	if _, err := leader.Get(ctxT(t, 5*time.Second), "kv", []byte("k")); !errors.Is(err, ErrNotFound) {
+	if _, err := leader.Get(ctxT(t, settle), "kv", []byte("k")); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("a malformed command wrote: %v", err)
 	}
 }
@@ -168,7 +168,7 @@ func TestMalformedForwardedCommand(t *testing.T) {
 func TestPeerWithCertificateForAnotherNodeIsRefused(t *testing.T) {
 	c := newCluster(t, 3, fastTimeouts)
 	mustCreateTable(t, c.node("node1"), "kv")
-	leader := c.waitLeader(5 * time.Second)
+	leader := c.waitLeader(settle)
 	var victim string
 	for _, id := range c.ids {
 		if id != leader.ID() {
@@ -193,12 +193,12 @@ func TestPeerWithCertificateForAnotherNodeIsRefused(t *testing.T) {
 		cfg.NodeID = other
 		cfg.TLS.Certificate = c.ca.NodeCert(t, other)
 	})
-	_, err = leader.mux.dialPeer(ctxT(t, 5*time.Second), imp.Addr(), victim, connRaft)
+	_, err = leader.mux.dialPeer(ctxT(t, settle), imp.Addr(), victim, connRaft)
 	if !errors.Is(err, ErrPeerIdentity) {
 		t.Fatalf("dialing an impostor: %v, want ErrPeerIdentity", err)
 	}
 	// The impostor is not a member, so it cannot forward writes either.
-	r, _, err := imp.fwd.call(ctxT(t, 5*time.Second), leader.Addr(), leader.ID(), reqWrite,
+	r, _, err := imp.fwd.call(ctxT(t, settle), leader.Addr(), leader.ID(), reqWrite,
 		(&command{Type: cmdTxn, Ops: []Op{{Kind: OpPut, Table: "kv", Key: []byte("k"), Value: []byte("v")}}}).encode())
 	if err != nil {
 		t.Fatal(err)
@@ -208,10 +208,10 @@ func TestPeerWithCertificateForAnotherNodeIsRefused(t *testing.T) {
 	}
 	// A node of another cluster (another CA) cannot even connect.
 	stranger := newCluster(t, 1, fastTimeouts)
-	if _, err := stranger.node("node1").mux.dialPeer(ctxT(t, 5*time.Second), leader.Addr(), leader.ID(), connForward); err == nil {
+	if _, err := stranger.node("node1").mux.dialPeer(ctxT(t, settle), leader.Addr(), leader.ID(), connForward); err == nil {
 		t.Fatal("a node of another cluster completed a handshake")
 	}
-	if _, err := leader.Get(ctxT(t, 5*time.Second), "kv", []byte("k")); !errors.Is(err, ErrNotFound) {
+	if _, err := leader.Get(ctxT(t, settle), "kv", []byte("k")); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("a refused peer wrote: %v", err)
 	}
 }
@@ -220,7 +220,7 @@ func TestTransactionsAndCompareAndSwap(t *testing.T) {
 	c := newCluster(t, 1, fastTimeouts)
 	s := c.node("node1")
 	mustCreateTable(t, s, "kv")
-	ctx := ctxT(t, 10*time.Second)
+	ctx := ctxT(t, settle)
 
 	// Insert only if absent.
 	if ok, _, err := s.CompareAndSwap(ctx, "kv", []byte("a"), nil, []byte("1")); err != nil || !ok {
@@ -320,7 +320,7 @@ func TestListPagination(t *testing.T) {
 
 func TestStatusAndMembership(t *testing.T) {
 	c := newCluster(t, 3, fastTimeouts)
-	leader := c.waitLeader(5 * time.Second)
+	leader := c.waitLeader(settle)
 	st := leader.Status()
 	if st.State != "Leader" || st.LeaderID != leader.ID() || len(st.Peers) != 3 {
 		t.Fatalf("status: %+v", st)
@@ -338,7 +338,7 @@ func TestStatusAndMembership(t *testing.T) {
 	if err := leader.Close(); err != nil {
 		t.Logf("close: %v", err)
 	}
-	next := c.waitLeader(5 * time.Second)
+	next := c.waitLeader(settle)
 	t.Logf("leadership handed to %s in %v", next.ID(), time.Since(closed).Round(time.Millisecond))
 
 	// Remove the old leader through the remaining follower (forwarded).
@@ -348,10 +348,10 @@ func TestStatusAndMembership(t *testing.T) {
 			follower = s
 		}
 	}
-	if err := follower.RemoveServer(ctxT(t, 10*time.Second), leader.ID()); err != nil {
+	if err := follower.RemoveServer(ctxT(t, settle), leader.ID()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
+	eventually(t, settle, func() error {
 		if n := len(next.Status().Peers); n != 2 {
 			return fmt.Errorf("%d peers", n)
 		}

@@ -183,7 +183,7 @@ func linearizabilityRun(t *testing.T, workers, rounds int) ([]porcupine.Operatio
 	rng := rand.New(rand.NewPCG(42, 42))
 	for round := 0; round < rounds; round++ {
 		time.Sleep(700 * time.Millisecond)
-		leader := c.waitLeader(10 * time.Second)
+		leader := c.waitLeader(settle)
 		if round%2 == 0 {
 			var rest []string
 			for _, id := range c.ids {
