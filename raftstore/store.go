@@ -104,6 +104,7 @@ type Store struct {
 	logger    hclog.Logger
 	fsm       *fsm
 	logStore  *raftboltdb.BoltStore
+	stable    *stableStore
 	snapshots *raft.FileSnapshotStore
 	mux       *mux
 	trans     *raft.NetworkTransport
@@ -169,6 +170,7 @@ func (s *Store) open() error {
 	if err != nil {
 		return fmt.Errorf("raftstore: log store: %w", err)
 	}
+	s.stable = &stableStore{s: s.logStore}
 	logs, err := raft.NewLogCache(1024, s.logStore)
 	if err != nil {
 		return fmt.Errorf("raftstore: log cache: %w", err)
@@ -213,7 +215,7 @@ func (s *Store) open() error {
 	rc.NoSnapshotRestoreOnStart = true
 	rc.NotifyCh = s.notifyCh
 	rc.Logger = s.logger.Named("raft")
-	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.logStore, s.snapshots, s.trans); err != nil {
+	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.stable, s.snapshots, s.trans); err != nil {
 		return fmt.Errorf("raftstore: start raft: %w", err)
 	}
 	s.observer = raft.NewObserver(s.observeCh, false, func(o *raft.Observation) bool {
@@ -436,6 +438,9 @@ func (s *Store) abort(clean bool) {
 	if s.mux != nil {
 		s.mux.close()
 	}
+	if s.stable != nil {
+		s.stable.close()
+	}
 	if s.logStore != nil {
 		s.logStore.Close()
 	}
@@ -444,4 +449,60 @@ func (s *Store) abort(clean bool) {
 			s.logger.Error("closing the state file", "error", err)
 		}
 	}
+}
+
+// stableStore keeps Raft's term and vote, and drops writes once the node
+// has stopped. Raft answers heartbeats on the transport's goroutines; one
+// that passed Raft's shutdown check just before the node stopped can still
+// record the leader's term after the file is closed, and Raft panics when
+// that write fails. Such a write is dropped instead: the node is gone, and
+// a heartbeat records no vote and no entry.
+type stableStore struct {
+	mu     sync.RWMutex
+	closed bool
+	s      raft.StableStore
+}
+
+var _ raft.StableStore = (*stableStore)(nil)
+
+func (g *stableStore) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+func (g *stableStore) Set(k, v []byte) error {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return nil
+	}
+	return g.s.Set(k, v)
+}
+
+func (g *stableStore) SetUint64(k []byte, v uint64) error {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return nil
+	}
+	return g.s.SetUint64(k, v)
+}
+
+func (g *stableStore) Get(k []byte) ([]byte, error) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return nil, ErrClosed
+	}
+	return g.s.Get(k)
+}
+
+func (g *stableStore) GetUint64(k []byte) (uint64, error) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return 0, ErrClosed
+	}
+	return g.s.GetUint64(k)
 }
