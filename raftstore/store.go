@@ -198,7 +198,14 @@ func (s *Store) open() error {
 		Stream:  &raftLayer{chanListener{m: s.mux, ch: s.mux.raftCh}},
 		MaxPool: 4,
 		Timeout: 10 * time.Second,
-		Logger:  s.logger.Named("transport"),
+		// No pipelined replication. hashicorp/raft v1.7.3 can deadlock it:
+		// when the response decoder stops (a follower answers with a newer
+		// term), the sender blocks handing over its next request and never
+		// sees the stop, and Shutdown waits for both for ever. With group
+		// commit every entry is a batch, and pipelining buys nothing then
+		// (hashicorp/raft#541).
+		MaxRPCsInFlight: 1,
+		Logger:          s.logger.Named("transport"),
 	})
 
 	rc := raft.DefaultConfig()
