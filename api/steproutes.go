@@ -219,6 +219,11 @@ func (s *Server) serveStep(w http.ResponseWriter, r *http.Request, acme bool) {
 			return
 		}
 	}
+	// Past the client's ACME request limit the leader refuses before the
+	// audit line: a flood must not fill the disk.
+	if acme && svc.ACME != nil && !svc.ACME.Admit(w, r) {
+		return
+	}
 	if svc.Audit != nil {
 		e := &audit.Entry{Type: audit.TypeRequest, RequestID: requestID(r.Context()), RemoteAddr: r.RemoteAddr,
 			Method: r.Method, Path: r.URL.Path, Operation: "step"}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -191,4 +193,40 @@ func TestLoadSheddingOnACluster(t *testing.T) {
 		}
 		wantLimited(register(f, "127.0.0.3", ""), "the other client past its limit")
 	})
+}
+
+// TestACMEFloodPastTheLimitWritesNoAuditLines: ACME requests past the
+// client address's limit are refused before the audit line, so a flood
+// cannot fill the disk with audit entries.
+func TestACMEFloodPastTheLimitWritesNoAuditLines(t *testing.T) {
+	tc := newTestClusterWith(t, 1, func(c *Config) {
+		c.Limits.ACME.RequestsPerIP = ratelimit.Limit{Count: 5, Period: time.Hour}
+	})
+	n := tc.nodes[0]
+	c := newClient(t, n, tc.caFile)
+	stepLines := func() int {
+		raw, err := os.ReadFile(filepath.Join(tc.cfgs[0].DataDir, "audit.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.Count(raw, []byte(`"operation":"step"`))
+	}
+	before := stepLines()
+	limited := 0
+	for range 60 {
+		resp, err := c.hc.Head(n.APIURL() + "/acme/acme/new-nonce")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited < 50 {
+		t.Fatalf("%d of 60 requests limited, want at least the 55 past the limit", limited)
+	}
+	if got := stepLines() - before; got > 5 {
+		t.Fatalf("%d audit lines for 60 ACME requests of which %d were refused for load; want at most the 5 admitted", got, limited)
+	}
 }

@@ -97,9 +97,10 @@ type acmeLimits struct {
 	nonces                                                                 *nonces
 }
 
-// acmeLimits returns the middleware that applies s.cfg.RateLimits. It runs
-// after serialise, which has read the body and holds the account's lock.
-func (s *Server) acmeLimits() func(http.Handler) http.Handler {
+// newACMELimits makes the limiters of s.cfg.RateLimits. Their middleware
+// runs after serialise, which has read the body and holds the account's
+// lock.
+func (s *Server) newACMELimits() *acmeLimits {
 	rl := s.cfg.RateLimits
 	mk := func(l ratelimit.Limit) *ratelimit.Limiter {
 		lim, err := ratelimit.New(l, s.cfg.Clock, rl.MaxKeys)
@@ -114,7 +115,21 @@ func (s *Server) acmeLimits() func(http.Handler) http.Handler {
 		failedAcct: mk(rl.FailedValidationsPerAccount), failedIP: mk(rl.FailedValidationsPerIP),
 		nonces: s.acmeDB.nonces,
 	}
-	return l.middleware
+	return l
+}
+
+// Admit reports whether an ACME request may go on: past the client
+// address's request limit it answers rateLimited, as the ACME middleware
+// would, and reports false. It only looks (the middleware spends), so a
+// caller can refuse a flood before doing work of its own for each request,
+// such as writing an audit line.
+func (s *Server) Admit(w http.ResponseWriter, r *http.Request) bool {
+	ip := clientip.Key(clientip.Of(r))
+	if d := s.limits.requests.Check(ip, 1); !d.Allowed {
+		s.limits.deny(w, r, d, "too many requests from %s", ip)
+		return false
+	}
+	return true
 }
 
 // limitState is what the ACME database learns of the request's limits.

@@ -33,6 +33,7 @@ type Server struct {
 	linker  acme.Linker
 	baseURL *url.URL // nil: links follow the request's Host
 	locks   *accountLocks
+	limits  *acmeLimits // set by routes
 	roots   *x509.CertPool // to verify client certificates
 	inters  *x509.CertPool
 	handler http.Handler
@@ -205,7 +206,8 @@ func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.withContext)
 	r.Route("/acme", func(r chi.Router) {
-		r.Use(s.withBaseURL, s.serialise, s.acmeLimits(), s.orderPolicy)
+		s.limits = s.newACMELimits()
+		r.Use(s.withBaseURL, s.serialise, s.limits.middleware, s.orderPolicy)
 		acmeapi.Route(r)
 	})
 	r.Group(func(r chi.Router) {
