@@ -60,6 +60,12 @@ func (s *Server) acmeRoutes() []route {
 		{method: get, pattern: "/v1/ca/acme/provisioners/{name}", cap: auth.CapRead, op: "acme-provisioner-read", h: handle(withACME(s, s.acmeProvRead))},
 		{method: put, pattern: "/v1/ca/acme/provisioners/{name}", cap: auth.CapUpdate, op: "acme-provisioner-update", h: handle(withACME(s, s.acmeProvUpdate))},
 		{method: del, pattern: "/v1/ca/acme/provisioners/{name}", cap: auth.CapDelete, op: "acme-provisioner-delete", h: handle(withACME(s, s.acmeProvDelete))},
+		{method: get, pattern: "/v1/ca/step/provisioners", cap: auth.CapList, op: "step-provisioner-list", h: handle(withACME(s, s.stepProvList))},
+		{method: post, pattern: "/v1/ca/step/provisioners", cap: auth.CapCreate, op: "step-provisioner-create", h: handle(withACME(s, s.stepProvCreate))},
+		{method: get, pattern: "/v1/ca/step/provisioners/{name}", cap: auth.CapRead, op: "step-provisioner-read", h: handle(withACME(s, s.stepProvRead))},
+		{method: del, pattern: "/v1/ca/step/provisioners/{name}", cap: auth.CapDelete, op: "step-provisioner-delete", h: handle(withACME(s, s.stepProvDelete))},
+		// step's CLI fetches the CRL at /crl: package ca's, as at /v1/ca/crl.
+		{method: get, pattern: "/crl", public: true, op: "ca-crl", h: s.stepCRL},
 	}
 }
 
@@ -170,7 +176,7 @@ func (s *Server) acmeProvDelete(r *http.Request, a *stepca.Server, _ *noBody) (a
 // itself (JWS, optional EAB), so these need no token.
 var stepPaths = []string{
 	"/acme/", "/1.0/", "/version", "/health", "/root/", "/sign", "/renew",
-	"/rekey", "/revoke", "/provisioners", "/roots", "/roots.pem",
+	"/rekey", "/revoke", "/provisioners", "/provisioners/", "/roots", "/roots.pem",
 	"/intermediates", "/intermediates.pem", "/federation",
 }
 
@@ -278,4 +284,97 @@ func writeACMEProblem(w http.ResponseWriter, r *http.Request, e *Error) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"type": "urn:ietf:params:acme:error:" + typ, "detail": e.Message})
+}
+
+// StepProvisioner is a JWK provisioner for the step CLI, as written and
+// read at /v1/ca/step/provisioners[/{name}]. The policy fields are an ACME
+// provisioner's. password (write only, 8 to 1024 bytes) encrypts the
+// private key custos makes; step's CLI asks for it. kid is read only.
+type StepProvisioner struct {
+	Name           string   `json:"name"`
+	AllowedNames   []string `json:"allowed_names"`
+	DeniedNames    []string `json:"denied_names"`
+	AllowWildcards bool     `json:"allow_wildcards"`
+	MaxLifetime    string   `json:"max_lifetime"`
+	KeyTypes       []string `json:"key_types"`
+	Role           string   `json:"role,omitempty"`
+	Password       string   `json:"password,omitempty"`
+	KeyID          string   `json:"kid,omitempty"`
+}
+
+// StepProvisionerList answers GET /v1/ca/step/provisioners.
+type StepProvisionerList struct {
+	Provisioners []StepProvisioner `json:"provisioners"`
+}
+
+func stepProvOut(p stepca.JWKProvisioner) StepProvisioner {
+	a := acmeProvOut(stepca.ACMEProvisioner{Name: p.Name, AllowedNames: p.AllowedNames, DeniedNames: p.DeniedNames,
+		AllowWildcards: p.AllowWildcards, MaxLifetime: p.MaxLifetime, KeyTypes: p.KeyTypes, Role: p.Role})
+	return StepProvisioner{Name: p.Name, AllowedNames: a.AllowedNames, DeniedNames: a.DeniedNames, AllowWildcards: p.AllowWildcards,
+		MaxLifetime: a.MaxLifetime, KeyTypes: a.KeyTypes, Role: p.Role, KeyID: p.KeyID()}
+}
+
+func (s *Server) stepProvList(r *http.Request, a *stepca.Server, _ *noBody) (any, error) {
+	provs, err := a.JWKProvisioners(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	out := StepProvisionerList{Provisioners: []StepProvisioner{}}
+	for _, p := range provs {
+		out.Provisioners = append(out.Provisioners, stepProvOut(p))
+	}
+	return out, nil
+}
+
+func (s *Server) stepProvCreate(r *http.Request, a *stepca.Server, req *StepProvisioner) (any, error) {
+	switch {
+	case req.Name == "":
+		return nil, invalid("name is required")
+	case req.KeyID != "":
+		return nil, invalid("kid is read only")
+	}
+	maxLife, err := duration("max_lifetime", req.MaxLifetime)
+	if err != nil {
+		return nil, err
+	}
+	pw := []byte(req.Password)
+	defer clear(pw)
+	p, err := a.CreateJWKProvisioner(r.Context(), stepca.JWKProvisioner{
+		Name: req.Name, AllowedNames: req.AllowedNames, DeniedNames: req.DeniedNames, AllowWildcards: req.AllowWildcards,
+		MaxLifetime: maxLife, KeyTypes: req.KeyTypes, Role: req.Role,
+	}, pw)
+	if err != nil {
+		return nil, err
+	}
+	return stepProvOut(p), nil
+}
+
+func (s *Server) stepProvRead(r *http.Request, a *stepca.Server, _ *noBody) (any, error) {
+	p, err := a.JWKProvisioner(r.Context(), chi.URLParam(r, "name"))
+	if err != nil {
+		return nil, err
+	}
+	return stepProvOut(p), nil
+}
+
+func (s *Server) stepProvDelete(r *http.Request, a *stepca.Server, _ *noBody) (any, error) {
+	return nil, a.DeleteJWKProvisioner(r.Context(), chi.URLParam(r, "name"))
+}
+
+// stepCRL serves package ca's CRL where step's CLI looks for it: DER, or
+// PEM with step's ?pem=true.
+func (s *Server) stepCRL(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	format := ""
+	if q.Get("pem") == "true" {
+		format = "pem"
+	}
+	q.Del("pem")
+	q.Set("format", format)
+	if format == "" {
+		q.Del("format")
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.RawQuery = q.Encode()
+	s.caCRL(w, r2)
 }

@@ -30,6 +30,7 @@ func (a *app) caCmd() *cobra.Command {
 	return group("ca", "Run the certificate authority: roots, roles, issuance, inventory and revocation",
 		a.caInitCmd(),
 		a.caACMECmd(),
+		a.caStepCmd(),
 		a.caFetchCmd("roots", "Print the root certificates (DER: the active root only)", "/v1/ca/roots", "certificates", false),
 		a.caFetchCmd("chain", "Print the active issuing chain, intermediate first", "/v1/ca/chain", "certificates", false),
 		a.caFetchCmd("crl", "Print the CRL of the active intermediate, or of an earlier one", "/v1/ca/crl", "crl", true),

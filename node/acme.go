@@ -72,6 +72,7 @@ func (n *Node) startStep(ctx context.Context, c *ca.CA) (*stepca.Server, error) 
 	cfg.Template = c.SetURLs
 	cfg.Linter = func(ctx context.Context, t *x509.Certificate) error { return c.LintTemplate(ctx, t, t.PublicKey) }
 	cfg.BaseURL = n.cfg.ACMEBaseURL
+	cfg.Hosts, cfg.FederatedRoots = n.stepHosts, n.clusterCARoots
 	cfg.DNSResolver = n.cfg.ACMEResolver
 	if n.cfg.ACMEHTTP01Port != 0 {
 		cfg.HTTP01Port = n.cfg.ACMEHTTP01Port

@@ -105,8 +105,16 @@ type Config struct {
 	// directory links point there. Empty: links follow each request's Host.
 	BaseURL string
 	// DNSNames are further names clients reach the CA by; with BaseURL's
-	// host they are the audiences step tokens must name.
+	// host and Hosts they are the hosts step tokens may name as audience.
 	DNSNames []string
+	// Hosts, if set, tells the hosts clients reach the CA by now (each
+	// cluster member's API host): asked at every request of step's API and
+	// ACME, so it must be cheap; a change rebuilds step's authority.
+	Hosts func(ctx context.Context) ([]string, error)
+	// FederatedRoots, if set, returns roots step's clients may trust
+	// besides Roots (read once, in New): the CA that signs the API's TLS
+	// certificates, so that `step ca bootstrap` may pin it.
+	FederatedRoots func(ctx context.Context) ([]*x509.Certificate, error)
 
 	// DNSResolver (host:port) receives every DNS query the ACME validator
 	// makes: TXT for dns-01, A and AAAA for http-01 and tls-alpn-01. Empty:

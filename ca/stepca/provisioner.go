@@ -133,7 +133,9 @@ func (p ACMEProvisioner) names() ca.NamePolicy {
 // generation, and step's authority made with them.
 type provState struct {
 	gen   string
+	hosts []string // the audiences' hosts (see audienceHosts)
 	provs map[string]ACMEProvisioner
+	jwks  map[string]JWKProvisioner
 	auth  *authority.Authority
 }
 
@@ -141,14 +143,19 @@ type provState struct {
 func (s *Server) state() *provState { return s.cur.Load() }
 
 // current returns the state, reloaded first if another node (or this one)
-// changed the provisioners: a stale read of one record per call, so a
-// change is served by every node as soon as it applied it.
+// changed the provisioners, or the hosts the CA is reached by changed: a
+// stale read of one record (and of the hosts) per call, so a change is
+// served by every node as soon as it applied it.
 func (s *Server) current(ctx context.Context) (*provState, error) {
 	gen, err := s.generation(ctx, raftstore.Stale())
 	if err != nil {
 		return nil, err
 	}
-	if st := s.cur.Load(); st != nil && st.gen == gen {
+	hosts, err := s.audienceHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st := s.cur.Load(); st != nil && st.gen == gen && slices.Equal(st.hosts, hosts) {
 		return st, nil
 	}
 	return s.reload(ctx, raftstore.Stale())
@@ -163,20 +170,31 @@ func (s *Server) reload(ctx context.Context, opts ...raftstore.ReadOption) (*pro
 	if err != nil {
 		return nil, err
 	}
-	if st := s.cur.Load(); st != nil && st.gen == gen {
+	hosts, err := s.audienceHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st := s.cur.Load(); st != nil && st.gen == gen && slices.Equal(st.hosts, hosts) {
 		return st, nil
 	}
 	provs, err := s.loadProvisioners(ctx, opts...)
 	if err != nil {
 		return nil, err
 	}
-	a, err := s.newAuthority(provs)
+	jwks, err := s.loadJWKs(ctx, opts...)
 	if err != nil {
 		return nil, err
 	}
-	st := &provState{gen: gen, provs: map[string]ACMEProvisioner{}, auth: a}
+	a, err := s.newAuthority(provs, jwks, hosts)
+	if err != nil {
+		return nil, err
+	}
+	st := &provState{gen: gen, hosts: hosts, provs: map[string]ACMEProvisioner{}, jwks: map[string]JWKProvisioner{}, auth: a}
 	for _, p := range provs {
 		st.provs[p.Name] = p
+	}
+	for _, p := range jwks {
+		st.jwks[p.Name] = p
 	}
 	s.cur.Store(st)
 	return st, nil
@@ -215,9 +233,9 @@ func (s *Server) loadProvisioners(ctx context.Context, opts ...raftstore.ReadOpt
 	}
 }
 
-// stepProvisioners are step's provisioners for the ACME provisioners, and
-// the JWK provisioner if there is one.
-func (s *Server) stepProvisioners(provs []ACMEProvisioner) provisioner.List {
+// stepProvisioners are step's provisioners for the ACME and JWK
+// provisioners, and the configured JWK provisioner if there is one.
+func (s *Server) stepProvisioners(provs []ACMEProvisioner, jwks []JWKProvisioner) provisioner.List {
 	sort.Slice(provs, func(i, j int) bool { return provs[i].Name < provs[j].Name })
 	var list provisioner.List
 	for _, p := range provs {
@@ -234,6 +252,9 @@ func (s *Server) stepProvisioners(provs []ACMEProvisioner) provisioner.List {
 				DefaultTLSDur: &provisioner.Duration{Duration: min(s.cfg.DefaultCertDuration, p.MaxLifetime)},
 			},
 		})
+	}
+	for _, p := range jwks {
+		list = append(list, s.stepJWK(p))
 	}
 	if s.jwk != nil {
 		jwk := *s.jwk // Init fills in fields: each authority gets its own
@@ -360,7 +381,9 @@ func (s *Server) CreateACMEProvisioner(ctx context.Context, p ACMEProvisioner) (
 	if err != nil {
 		return ACMEProvisioner{}, err
 	}
-	ok, err := s.write(ctx, raftstore.Op{Kind: raftstore.OpCAS, Table: ProvisionerTable, Key: []byte(p.Name), Value: raw})
+	ok, err := s.write(ctx, raftstore.Op{Kind: raftstore.OpCAS, Table: ProvisionerTable, Key: []byte(p.Name), Value: raw},
+		// and no JWK provisioner of that name (asserts absence, deletes nothing)
+		raftstore.Op{Kind: raftstore.OpCAS, Table: JWKTable, Key: []byte(p.Name), Delete: true})
 	switch {
 	case err != nil:
 		return ACMEProvisioner{}, fmt.Errorf("stepca: create ACME provisioner: %w", err)

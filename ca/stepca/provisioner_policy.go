@@ -91,7 +91,7 @@ func (pol *policy) identifier(typ, value string) error {
 // IP addresses and common name. ACME issues no other kind.
 func (pol *policy) names(c *x509.Certificate) error {
 	if len(c.URIs)+len(c.EmailAddresses) > 0 {
-		return fmt.Errorf("%w: ACME certificates hold DNS names and IP addresses only", kms.ErrInvalid)
+		return fmt.Errorf("%w: certificates of a provisioner hold DNS names and IP addresses only", kms.ErrInvalid)
 	}
 	for _, d := range c.DNSNames {
 		if err := pol.identifier("dns", d); err != nil {
@@ -144,10 +144,14 @@ func (pol *policy) certificate(c *x509.Certificate, pub crypto.PublicKey, lifeti
 	return pol.lifetime(lifetime)
 }
 
-// checkIssue is the issuing CAS's check at ACME finalize: the names
+// checkIssue is the issuing CAS's check at ACME finalize (and, for a
+// stored JWK provisioner, at step's /sign: checkJWKIssue): the names
 // against the policy as it stands now (rejectedIdentifier), the key type
 // (badCSR) and the lifetime (rejectedIdentifier). Other provisioners pass.
 func (s *Server) checkIssue(ctx context.Context, req *casapi.CreateCertificateRequest) error {
+	if isJWK(req.Provisioner) {
+		return s.checkJWKIssue(ctx, req)
+	}
 	if req.Provisioner == nil || req.Provisioner.Type != provisioner.TypeACME.String() {
 		return nil
 	}

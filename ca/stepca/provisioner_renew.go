@@ -79,6 +79,9 @@ func (s *Server) checkRenewal(ctx context.Context, old *x509.Certificate, pub cr
 		if o.Role != "" && o.Role == s.cfg.JWKProvisioner {
 			return nil
 		}
+		if ok, err := s.checkJWKRenewal(ctx, o.Role, old, pub, lifetime); ok {
+			return err
+		}
 		if _, ok := s.state().provs[o.Role]; ok && o.Role != "" {
 			return acmeCheck(o.Role) // recorded before renewals kept their origin
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -45,6 +46,10 @@ type Server struct {
 	jwk      *provisioner.JWK    // the step provisioner, or nil
 	chain    []*x509.Certificate // the issuing chain, without roots
 	rootList []*x509.Certificate
+	// federated are further roots step's clients may trust (/federation,
+	// /root/<sha256>): custos' cluster CA, which signs the API's TLS
+	// certificates. They verify no client certificate here.
+	federated []*x509.Certificate
 }
 
 // New starts step-ca over cfg.Storage. It creates step's tables (at every
@@ -85,8 +90,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.authDB.renewCheck = s.checkRenewal
-	if err := cfg.Storage.CreateTable(ctx, ProvisionerTable); err != nil {
-		return nil, fmt.Errorf("stepca: create table %s: %w", ProvisionerTable, err)
+	for _, t := range []string{ProvisionerTable, JWKTable} {
+		if err := cfg.Storage.CreateTable(ctx, t); err != nil {
+			return nil, fmt.Errorf("stepca: create table %s: %w", t, err)
+		}
 	}
 	if err := s.ensureDefault(ctx); err != nil {
 		return nil, err
@@ -116,6 +123,11 @@ func (s *Server) loadCA(ctx context.Context) error {
 	if len(intermediates) == 0 {
 		return errors.New("stepca: Issuer returned no issuing certificate")
 	}
+	if cfg.FederatedRoots != nil {
+		if s.federated, err = cfg.FederatedRoots(ctx); err != nil {
+			return fmt.Errorf("stepca: federated roots: %w", err)
+		}
+	}
 	s.rootList, s.chain = roots, intermediates
 	s.roots, s.inters = x509.NewCertPool(), x509.NewCertPool()
 	for _, c := range roots {
@@ -136,13 +148,13 @@ func (s *Server) loadCA(ctx context.Context) error {
 
 // newAuthority makes step's authority: the provisioners, the roots, the
 // issuing CAS and the database.
-func (s *Server) newAuthority(provs []ACMEProvisioner) (*authority.Authority, error) {
+func (s *Server) newAuthority(provs []ACMEProvisioner, jwks []JWKProvisioner, hosts []string) (*authority.Authority, error) {
 	cfg := s.cfg
 	off := false
 	c := &config.Config{
-		DNSNames: s.dnsNames(),
+		DNSNames: hosts,
 		AuthorityConfig: &config.AuthConfig{
-			Provisioners: s.stepProvisioners(provs),
+			Provisioners: s.stepProvisioners(provs, jwks),
 			Claims: &provisioner.Claims{
 				MaxTLSDur:     &provisioner.Duration{Duration: cfg.MaxCertDuration},
 				DefaultTLSDur: &provisioner.Duration{Duration: cfg.DefaultCertDuration},
@@ -155,6 +167,7 @@ func (s *Server) newAuthority(provs []ACMEProvisioner) (*authority.Authority, er
 		authority.WithConfig(c),
 		authority.WithX509RootCerts(s.rootList...),
 		authority.WithX509IntermediateCerts(s.chain...),
+		authority.WithX509FederatedCerts(s.federated...),
 		authority.WithX509CAService(cas),
 		authority.WithDatabase(s.authDB),
 		authority.WithQuietInit(),
@@ -165,16 +178,27 @@ func (s *Server) newAuthority(provs []ACMEProvisioner) (*authority.Authority, er
 	return a, nil
 }
 
-// dnsNames are the names step tokens may name as audience.
-func (s *Server) dnsNames() []string {
+// audienceHosts are the hosts step tokens may name in their audience:
+// DNSNames, BaseURL's host and those Config.Hosts tells now, sorted and
+// without repeats. None: step's default (localhost, 127.0.0.1, ::1).
+func (s *Server) audienceHosts(ctx context.Context) ([]string, error) {
 	names := append([]string(nil), s.cfg.DNSNames...)
 	if s.baseURL != nil {
 		names = append(names, s.baseURL.Hostname())
 	}
-	if len(names) == 0 {
-		return nil // step's default: localhost, 127.0.0.1, ::1
+	if s.cfg.Hosts != nil {
+		more, err := s.cfg.Hosts(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("stepca: hosts: %w", err)
+		}
+		names = append(names, more...)
 	}
-	return names
+	names = slices.DeleteFunc(names, func(n string) bool { return n == "" })
+	if len(names) == 0 {
+		return nil, nil
+	}
+	slices.Sort(names)
+	return slices.Compact(names), nil
 }
 
 // Close stops the authority's background work. The storage stays open.
@@ -191,7 +215,7 @@ func (s *Server) Authority() *authority.Authority { return s.state().auth }
 func (s *Server) Paths() []string {
 	return []string{
 		"/acme/", "/1.0/", "/version", "/health", "/root/", "/sign", "/renew",
-		"/rekey", "/revoke", "/provisioners", "/roots", "/roots.pem",
+		"/rekey", "/revoke", "/provisioners", "/provisioners/", "/roots", "/roots.pem",
 		"/intermediates", "/intermediates.pem", "/federation",
 	}
 }
@@ -211,7 +235,7 @@ func (s *Server) routes() http.Handler {
 		acmeapi.Route(r)
 	})
 	r.Group(func(r chi.Router) {
-		r.Use(s.verifiedPeer, s.renewalGate)
+		r.Use(s.verifiedPeer, s.renewalGate, s.signGate)
 		r.Route("/1.0", func(r chi.Router) { stepapi.Route(r) })
 		stepapi.Route(r)
 	})
