@@ -33,13 +33,13 @@ const (
 // provisioner's, checked by the same matcher, before step signs and again
 // when the certificate is made, and at every renewal.
 type JWKProvisioner struct {
-	Name           string   `json:"name"`
-	AllowedNames   []string `json:"allowed_names,omitempty"`
-	DeniedNames    []string `json:"denied_names,omitempty"`
-	AllowWildcards bool     `json:"allow_wildcards,omitempty"`
+	Name           string        `json:"name"`
+	AllowedNames   []string      `json:"allowed_names,omitempty"`
+	DeniedNames    []string      `json:"denied_names,omitempty"`
+	AllowWildcards bool          `json:"allow_wildcards,omitempty"`
 	MaxLifetime    time.Duration `json:"max_lifetime,omitempty"`
-	KeyTypes       []string `json:"key_types,omitempty"`
-	Role           string   `json:"role,omitempty"`
+	KeyTypes       []string      `json:"key_types,omitempty"`
+	Role           string        `json:"role,omitempty"`
 
 	// Key is the public key (its KeyID is the kid tokens name);
 	// EncryptedKey the private key as a compact JWE.
