@@ -46,6 +46,17 @@
 //   - EAB keys are bound to one provisioner, and to one incarnation of it:
 //     a provisioner deleted and made again gets a new step ID, so accounts
 //     and keys of the old one do not work;
+//   - JWK provisioners for the step CLI are stored like ACME provisioners
+//     (one namespace of names, the same generation record, the same policy
+//     and matcher). custos makes the key pair; the private key is kept only
+//     as a JWE under the operator's password, as step-ca keeps it, and
+//     served at /provisioners/<kid>/encrypted-key. A /sign whose token names
+//     one is checked before step signs (403 for a name or key refused) and
+//     again when the certificate is made; the lifetime is step's claim;
+//   - step tokens may name as audience DNSNames, BaseURL's host and the
+//     hosts Config.Hosts tells at each request (each member's API host);
+//     FederatedRoots (custos' cluster CA, which signs the API's TLS) are
+//     served at /federation and /root/<sha256>, and verify no client;
 //   - step's /renew and /rekey are checked, before signing and again when
 //     stored, against the policy that issued the certificate as it stands
 //     now (the Recorder tells the origin: REST role, ACME provisioner, step
