@@ -266,7 +266,7 @@ func TestCARoutesNeedTokens(t *testing.T) {
 			t.Errorf("%s %s without a token: %d %s", rt.Method, path, st, raw)
 		}
 	}
-	if n != 31 { // 21 of package ca, the ACME EAB route, 5 of ACME provisioners and 4 of the workload entries
+	if n != 35 { // 21 of package ca, the ACME EAB route, 5 of ACME provisioners, 4 of the workload entries and 4 of step's JWK provisioners
 		t.Fatalf("%d CA routes", n)
 	}
 }
