@@ -142,6 +142,11 @@ type RemovePeerRequest struct {
 // JoinTokenRequest is POST /v1/sys/join-token.
 type JoinTokenRequest struct {
 	TTL string `json:"ttl"` // Go duration; default 1h, at most 24h
+	// APIHosts are the DNS names and IPs the new node's API certificate may
+	// name besides its node ID and loopback; ClusterHosts, when given, the
+	// hosts its cluster address may have.
+	APIHosts     []string `json:"api_hosts,omitempty"`
+	ClusterHosts []string `json:"cluster_hosts,omitempty"`
 }
 
 // JoinTokenResponse is a one-time join token and the fingerprint a new node

@@ -136,7 +136,13 @@ func (a *app) joinTokenCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Make a one-time token with which a new node joins the cluster",
-		Args:  nargs(0, 0),
+		Long: "Make a one-time token with which a new node joins the cluster.\n\n" +
+			"The new node's certificates name its node ID, localhost and the loopback addresses, and\n" +
+			"the --api-host names given here; any other name it asks for is dropped. It joins as a\n" +
+			"non-voter and becomes a voter once it is unsealed with this cluster's shares or key file.\n" +
+			"A node ID that is already a member is refused: remove it first with\n" +
+			"custos operator raft remove-peer.",
+		Args: nargs(0, 0),
 		RunE: a.withClient(func(cmd *cobra.Command, _ []string, c *client) error {
 			var resp api.JoinTokenResponse
 			if err := c.call(cmd.Context(), http.MethodPost, "/v1/sys/join-token", req, &resp); err != nil {
@@ -152,7 +158,10 @@ func (a *app) joinTokenCreateCmd() *cobra.Command {
 			})
 		}),
 	}
-	cmd.Flags().StringVar(&req.TTL, "ttl", "1h", "how long the token is valid (at most 24h)")
+	f := cmd.Flags()
+	f.StringVar(&req.TTL, "ttl", "1h", "how long the token is valid (at most 24h)")
+	f.StringArrayVar(&req.APIHosts, "api-host", nil, "DNS name or IP the new node's API certificate may name, besides its node ID and loopback (repeatable)")
+	f.StringArrayVar(&req.ClusterHosts, "cluster-host", nil, "host the new node's cluster address must have (repeatable; default: any)")
 	return cmd
 }
 

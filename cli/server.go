@@ -72,6 +72,7 @@ func serverSettings() []serverSetting {
 		{"join_addr", "join-addr", "API address of a cluster member to join, https://host:port"},
 		{"join_token", "join-token", "one-time join token (prefer CUSTOS_JOIN_TOKEN: flags show in ps)"},
 		{"join_ca_fingerprint", "join-ca-fingerprint", "hex SHA-256 of the cluster CA certificate"},
+		{"node_cert_ttl", "node-cert-ttl", "lifetime of the node certificates, renewed at two thirds of it: a duration such as 2160h or 90d (default 90d)"},
 		{"unseal_key_file", "unseal-key-file", "unseal from this key file at start (auto-unseal)"},
 		{"audit_log", "audit-log", "audit log path (default: <data-dir>/audit.log)"},
 		{"acme_base_url", "acme-base-url", "URL ACME clients use, e.g. the load balancer's (default: each request's host)"},
@@ -189,6 +190,13 @@ func (a *app) nodeConfig(logTo io.Writer) (node.Config, error) {
 	cfg.JoinAddr = v.GetString("join_addr")
 	cfg.JoinToken = v.GetString("join_token")
 	cfg.JoinCAFingerprint = v.GetString("join_ca_fingerprint")
+	if s := v.GetString("node_cert_ttl"); s != "" {
+		d, err := parseDays(s)
+		if err != nil || d <= 0 {
+			return cfg, usagef("node_cert_ttl: %q is not a duration (e.g. 2160h or 90d)", s)
+		}
+		cfg.NodeCertTTL = d
+	}
 	cfg.UnsealKeyFile = v.GetString("unseal_key_file")
 	cfg.AuditLog = v.GetString("audit_log")
 	cfg.ACMEBaseURL = v.GetString("acme_base_url")
@@ -379,4 +387,16 @@ func printDevBanner(w io.Writer, addr, dataDir string, info *node.DevInfo) {
 	t.text("  custos kms key create demo")
 	t.text("  custos kms encrypt demo hello")
 	_ = t.flush()
+}
+
+// parseDays parses a Go duration, or a whole number of days such as "90d".
+func parseDays(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 || n > 100*365 {
+			return 0, fmt.Errorf("bad number of days %q", days)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
 }

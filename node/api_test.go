@@ -115,7 +115,7 @@ func TestBadInputGetsAStableErrorAndChangesNothing(t *testing.T) {
 	first := validJoinRequest(t, jt.Token)
 	first.ClusterAddr = freeAddr(t) // nothing listens: the voter is added in the background and never answers
 	c.must("POST", "/v1/sys/cluster/join", first, nil)
-	if status, code := c.do("POST", "/v1/sys/cluster/join", validJoinRequest(t, jt.Token), nil); status != 403 || code != api.CodePermissionDenied {
+	if status, code := c.do("POST", "/v1/sys/cluster/join", validJoinRequestFor(t, jt.Token, "nodey"), nil); status != 403 || code != api.CodePermissionDenied {
 		t.Fatalf("reused join token: %d %s", status, code)
 	}
 
@@ -147,15 +147,20 @@ func TestBadInputGetsAStableErrorAndChangesNothing(t *testing.T) {
 
 func validJoinRequest(t *testing.T, tok string) api.JoinRequest {
 	t.Helper()
+	return validJoinRequestFor(t, tok, "nodex")
+}
+
+func validJoinRequestFor(t *testing.T, tok, id string) api.JoinRequest {
+	t.Helper()
 	k1, _ := newKey()
 	k2, _ := newKey()
-	nodeCSR, err := csrPEM(k1, "nodex", nil)
+	nodeCSR, err := csrPEM(k1, id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	apiCSR, err := csrPEM(k2, "nodex", []string{"127.0.0.1"})
+	apiCSR, err := csrPEM(k2, id, []string{"127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return api.JoinRequest{Token: tok, NodeID: "nodex", ClusterAddr: "127.0.0.1:1", NodeCSR: nodeCSR, APICSR: apiCSR}
+	return api.JoinRequest{Token: tok, NodeID: id, ClusterAddr: "127.0.0.1:1", NodeCSR: nodeCSR, APICSR: apiCSR}
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -30,8 +31,10 @@ const (
 )
 
 const (
-	caValidity   = 10 * 365 * 24 * time.Hour
-	nodeValidity = 365 * 24 * time.Hour
+	caValidity = 10 * 365 * 24 * time.Hour
+	// certBackdate is how far before its issue a certificate is valid, for
+	// clocks a little behind.
+	certBackdate = 5 * time.Minute
 )
 
 func serialNumber() (*big.Int, error) {
@@ -66,7 +69,7 @@ func newCACert(signer crypto.Signer, name string, now time.Time) (*x509.Certific
 // issue signs a leaf certificate for the node id. A cluster-port
 // certificate names only the node ID (the cluster port checks exactly
 // that); an API certificate also names the hosts clients use.
-func issue(ca *x509.Certificate, signer crypto.Signer, pub crypto.PublicKey, id string, hosts []string, cluster bool, now time.Time) ([]byte, error) {
+func issue(ca *x509.Certificate, signer crypto.Signer, pub crypto.PublicKey, id string, hosts []string, cluster bool, now time.Time, ttl time.Duration) ([]byte, error) {
 	sn, err := serialNumber()
 	if err != nil {
 		return nil, err
@@ -74,8 +77,8 @@ func issue(ca *x509.Certificate, signer crypto.Signer, pub crypto.PublicKey, id 
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,
 		Subject:      pkix.Name{CommonName: id},
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     now.Add(nodeValidity),
+		NotBefore:    now.Add(-certBackdate),
+		NotAfter:     now.Add(ttl),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
@@ -132,14 +135,22 @@ func parseCertPEM(b []byte) (*x509.Certificate, error) {
 	return x509.ParseCertificate(blk.Bytes)
 }
 
-// tlsFiles reads and writes the node's TLS files.
-type tlsFiles struct{ dir string }
+// tlsFiles reads and writes the node's TLS files; ttl is the lifetime of
+// the certificates it issues.
+type tlsFiles struct {
+	dir string
+	ttl time.Duration
+}
 
 func (f tlsFiles) path(name string) string { return filepath.Join(f.dir, name) }
 
 func (f tlsFiles) exist() bool {
-	_, err := os.Stat(f.path(nodeFile))
-	return err == nil
+	for _, name := range []string{nodeFile, commitFile} {
+		if _, err := os.Stat(f.path(name)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // write stores a file of the TLS directory atomically.
@@ -182,6 +193,9 @@ type material struct {
 }
 
 func (f tlsFiles) load() (*material, error) {
+	if err := f.recover(); err != nil {
+		return nil, err
+	}
 	caPEM, err := os.ReadFile(f.path(caFile))
 	if err != nil {
 		return nil, err
@@ -204,7 +218,11 @@ func (f tlsFiles) load() (*material, error) {
 	return m, nil
 }
 
-// save writes a full set: CA certificate, node and API key pairs.
+// save writes a full set: CA certificate, node and API key pairs. The set
+// changes as a whole: every file is written beside its old one as .next,
+// a commit marker makes the new set the one to use, and only then are the
+// files renamed into place. load finishes a committed set that a crash
+// interrupted, and drops one that was not committed.
 func (f tlsFiles) save(caDER, nodeDER []byte, nodeKey *ecdsa.PrivateKey, apiDER []byte, apiKey *ecdsa.PrivateKey) error {
 	nk, err := pemKey(nodeKey)
 	if err != nil {
@@ -223,8 +241,49 @@ func (f tlsFiles) save(caDER, nodeDER []byte, nodeKey *ecdsa.PrivateKey, apiDER 
 		{apiKeyFile, ak, 0o600}, {apiFile, pemCert(apiDER), 0o644},
 		{caFile, pemCert(caDER), 0o644},
 	} {
-		if err := f.write(w.name, w.data, w.mode); err != nil {
+		if err := f.write(w.name+nextSuffix, w.data, w.mode); err != nil {
 			return fmt.Errorf("write %s: %w", w.name, err)
+		}
+	}
+	if err := f.write(commitFile, nil, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", commitFile, err)
+	}
+	return f.finish()
+}
+
+const (
+	nextSuffix = ".next"
+	commitFile = "commit"
+)
+
+var setFiles = []string{nodeKeyFile, nodeFile, apiKeyFile, apiFile, caFile}
+
+// finish renames a committed set into place; it may run again after a
+// crash in the middle.
+func (f tlsFiles) finish() error {
+	for _, name := range setFiles {
+		err := os.Rename(f.path(name+nextSuffix), f.path(name))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("install %s: %w", name, err)
+		}
+	}
+	if err := syncDir(f.dir); err != nil {
+		return err
+	}
+	if err := os.Remove(f.path(commitFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return syncDir(f.dir)
+}
+
+// recover completes or drops a set that save left half-written.
+func (f tlsFiles) recover() error {
+	if _, err := os.Stat(f.path(commitFile)); err == nil {
+		return f.finish()
+	}
+	for _, name := range setFiles {
+		if err := os.Remove(f.path(name + nextSuffix)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
 		}
 	}
 	return nil
@@ -241,11 +300,11 @@ func (f tlsFiles) issueSet(ca *x509.Certificate, signer crypto.Signer, id string
 	if err != nil {
 		return err
 	}
-	nodeDER, err := issue(ca, signer, nodeKey.Public(), id, nil, true, now)
+	nodeDER, err := issue(ca, signer, nodeKey.Public(), id, nil, true, now, f.ttl)
 	if err != nil {
 		return err
 	}
-	apiDER, err := issue(ca, signer, apiKey.Public(), id, hosts, false, now)
+	apiDER, err := issue(ca, signer, apiKey.Public(), id, hosts, false, now, f.ttl)
 	if err != nil {
 		return err
 	}
@@ -267,4 +326,131 @@ func csrPEM(key *ecdsa.PrivateKey, id string, hosts []string) (string, error) {
 		return "", err
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), nil
+}
+
+// Renewal. Each node renews its own cluster and API certificates at two
+// thirds of their lifetime (Config.NodeCertTTL), signing them with the
+// cluster CA key through its key manager, so only an unsealed node can.
+// New keys every time; the names stay those of the current certificates,
+// so a joined node keeps exactly what its join token allowed. The new
+// certificates go into the API listener and the cluster port at once
+// (both read them through an atomic pointer); open connections keep
+// theirs. A node sealed past its certificates' expiry can no longer reach
+// its peers: remove it and join it again.
+
+// renewAt is when cert is due: at two thirds of its lifetime, or now if it
+// outlives the configured lifetime (the setting was lowered).
+func renewAt(cert *x509.Certificate, ttl time.Duration, now time.Time) time.Time {
+	if cert.NotAfter.Sub(now) > ttl+time.Minute {
+		return now
+	}
+	issued := cert.NotBefore.Add(certBackdate)
+	return issued.Add(cert.NotAfter.Sub(issued) * 2 / 3)
+}
+
+func leafOf(c tls.Certificate) (*x509.Certificate, error) {
+	if c.Leaf != nil {
+		return c.Leaf, nil
+	}
+	return x509.ParseCertificate(c.Certificate[0])
+}
+
+// certHosts lists the DNS names and IP addresses a certificate names.
+func certHosts(c *x509.Certificate) []string {
+	hosts := append([]string(nil), c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		hosts = append(hosts, ip.String())
+	}
+	return hosts
+}
+
+// renewalDue is when the first of the node's certificates is due.
+func (m *material) renewalDue(ttl time.Duration, now time.Time) (time.Time, error) {
+	nodeLeaf, err := leafOf(m.node)
+	if err != nil {
+		return time.Time{}, err
+	}
+	apiLeaf, err := leafOf(m.api)
+	if err != nil {
+		return time.Time{}, err
+	}
+	due := renewAt(nodeLeaf, ttl, now)
+	if a := renewAt(apiLeaf, ttl, now); a.Before(due) {
+		due = a
+	}
+	return due, nil
+}
+
+// renewCerts renews the node's certificates when due, for as long as the
+// node runs.
+func (n *Node) renewCerts() {
+	defer n.wg.Done()
+	check := min(max(n.cfg.NodeCertTTL/20, 100*time.Millisecond), time.Minute)
+	var lastWarn time.Time
+	for {
+		wait := check
+		now := time.Now()
+		due, err := n.mat.Load().renewalDue(n.cfg.NodeCertTTL, now)
+		if err == nil && !due.After(now) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err = n.renewNow(ctx, now)
+			cancel()
+		} else if err == nil && due.Sub(now) < wait {
+			wait = due.Sub(now)
+		}
+		if err != nil && time.Since(lastWarn) > 10*time.Minute {
+			n.log.Warn("node certificates are due for renewal and could not be renewed", "error", err)
+			lastWarn = time.Now()
+		}
+		select {
+		case <-n.closing:
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// renewNow issues a new pair of node certificates with the names of the
+// current ones and puts them in use.
+func (n *Node) renewNow(ctx context.Context, now time.Time) error {
+	svc, err := n.Services()
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	mat := n.mat.Load()
+	signer, err := svc.KMS.Signer(ctx, clusterCAKey, 0)
+	if err != nil {
+		return fmt.Errorf("renew: cluster CA key: %w", err)
+	}
+	if pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(mat.ca.PublicKey) {
+		return errors.New("renew: the node's CA certificate is not the cluster CA's")
+	}
+	apiLeaf, err := leafOf(mat.api)
+	if err != nil {
+		return err
+	}
+	nodeKey, err := newKey()
+	if err != nil {
+		return err
+	}
+	apiKey, err := newKey()
+	if err != nil {
+		return err
+	}
+	nodeDER, err := issue(mat.ca, signer, nodeKey.Public(), n.cfg.NodeID, nil, true, now, n.cfg.NodeCertTTL)
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	apiDER, err := issue(mat.ca, signer, apiKey.Public(), n.cfg.NodeID, certHosts(apiLeaf), false, now, n.cfg.NodeCertTTL)
+	if err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	if err := n.files.save(mat.ca.Raw, nodeDER, nodeKey, apiDER, apiKey); err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	if err := n.reloadTLS(); err != nil {
+		return fmt.Errorf("renew: %w", err)
+	}
+	n.log.Info("renewed the node certificates")
+	return nil
 }

@@ -90,6 +90,11 @@ type Config struct {
 	// on the API port.
 	VaultAddr string
 
+	// NodeCertTTL is the lifetime of the node's cluster and API
+	// certificates, and of those it signs for joining nodes. A node renews
+	// its own at two thirds of their lifetime while it is unsealed.
+	NodeCertTTL time.Duration
+
 	// Dev runs a one-node cluster that initialises and unseals itself.
 	Dev bool
 
@@ -108,14 +113,26 @@ type Config struct {
 	RaftLog io.Writer
 }
 
+// DefaultNodeCertTTL is the default lifetime of node certificates.
+const DefaultNodeCertTTL = 90 * 24 * time.Hour
+
+// Bounds of NodeCertTTL: long enough to renew with room to spare, no
+// longer than the cluster CA.
+const (
+	minNodeCertTTL = 5 * time.Second
+	maxNodeCertTTL = caValidity
+)
+
 // DefaultConfig returns the defaults: API on 127.0.0.1:8443, cluster port
-// on 127.0.0.1:8444, no scheduled backups (24 kept when they are on).
+// on 127.0.0.1:8444, no scheduled backups (24 kept when they are on),
+// node certificates for 90 days.
 func DefaultConfig() Config {
 	return Config{
 		APIAddr:     "127.0.0.1:8443",
 		ClusterAddr: "127.0.0.1:8444",
 		Limits:      DefaultLimits(),
 		BackupKeep:  24,
+		NodeCertTTL: DefaultNodeCertTTL,
 	}
 }
 
@@ -195,6 +212,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.WorkloadAPISocket) > maxSocketPath {
 		return fmt.Errorf("node: workload_api_socket %q is over %d bytes, too long for a Unix socket", c.WorkloadAPISocket, maxSocketPath)
+	}
+	if c.NodeCertTTL < minNodeCertTTL || c.NodeCertTTL > maxNodeCertTTL {
+		return fmt.Errorf("node: node_cert_ttl %v must be between %v and %v", c.NodeCertTTL, minNodeCertTTL, maxNodeCertTTL)
 	}
 	if c.JoinAddr != "" && (c.JoinToken == "" || c.JoinCAFingerprint == "") {
 		return errors.New("node: join_addr needs join_token and join_ca_fingerprint")

@@ -339,6 +339,12 @@ func (n *Node) activationSteps() []activationStep {
 
 // activate builds the services of a freshly unsealed node.
 func (n *Node) activate(ctx context.Context) (*api.Services, error) {
+	// A joined node proves that it holds the barrier keys before anything
+	// here writes: until then the cluster refuses its writes.
+	if err := n.proveKeys(ctx); err != nil {
+		n.barrier.Seal()
+		return nil, err
+	}
 	return n.activateWith(ctx, n.activationSteps())
 }
 

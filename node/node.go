@@ -91,6 +91,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			cfg.WorkloadAPISocket = sock
 		}
 	}
+	if cfg.NodeCertTTL == 0 {
+		cfg.NodeCertTTL = DefaultNodeCertTTL
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -106,7 +109,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), files: tlsFiles{dir: filepath.Join(cfg.DataDir, "tls")}, reg: prometheus.NewRegistry(), closing: make(chan struct{}), restored: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), files: tlsFiles{dir: filepath.Join(cfg.DataDir, "tls"), ttl: cfg.NodeCertTTL}, reg: prometheus.NewRegistry(), closing: make(chan struct{}), restored: make(chan struct{}, 1)}
 	if err := n.start(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -140,6 +143,7 @@ func (n *Node) start(ctx context.Context) error {
 	rc.AdvertiseAddr = n.cfg.ClusterAdvertise
 	rc.TLS = raftstore.TLSMaterial{Certificate: mat.node, RootCAs: mat.pool}
 	rc.OnRestore = n.noteRestore
+	rc.Admit = n.admitVoter
 	out := n.cfg.RaftLog
 	if out == nil {
 		out = os.Stderr
@@ -157,10 +161,8 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 	}
-	if n.isNonvoter() || fresh && n.cfg.JoinAddr != "" {
-		n.wg.Add(1)
-		go n.promoteSelf()
-	}
+	n.wg.Add(1)
+	go n.renewCerts()
 	if n.barrier, err = kms.NewBarrier(n.store, nil); err != nil {
 		return err
 	}
@@ -253,17 +255,6 @@ func (n *Node) serveAPI() error {
 		return err
 	}
 	return n.servePKI(srv)
-}
-
-// isNonvoter reports whether this node is a non-voter in the latest
-// configuration it knows (it joined but was not promoted before a restart).
-func (n *Node) isNonvoter() bool {
-	for _, p := range n.store.Status().Peers {
-		if p.ID == n.cfg.NodeID {
-			return !p.Voter
-		}
-	}
-	return false
 }
 
 // APIURL is the URL clients reach this node at.

@@ -194,18 +194,22 @@ func newTestClusterWith(t testing.TB, size int, edit func(*Config)) *testCluster
 		cfg.JoinAddr, cfg.JoinToken, cfg.JoinCAFingerprint = n1.APIURL(), jt.Token, jt.CAFingerprint
 		n := startNode(t, cfg)
 		tc.nodes, tc.cfgs = append(tc.nodes, n), append(tc.cfgs, cfg)
-		waitFor(t, 30*time.Second, func() bool {
-			voters := 0
-			for _, p := range n1.store.Status().Peers {
-				if p.Voter {
-					voters++
-				}
-			}
-			return voters == i && n.store.AppliedIndex() > 0
-		})
+		// It joins as a non-voter and becomes a voter when it is unsealed.
+		waitFor(t, 30*time.Second, func() bool { return n.store.AppliedIndex() > 0 })
 		tc.unseal(t, i-1)
+		waitFor(t, 30*time.Second, func() bool { return voters(n1) == i })
 	}
 	return tc
+}
+
+func voters(n *Node) int {
+	v := 0
+	for _, p := range n.store.Status().Peers {
+		if p.Voter {
+			v++
+		}
+	}
+	return v
 }
 
 func waitFor(t testing.TB, d time.Duration, cond func() bool) {

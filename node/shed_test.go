@@ -114,7 +114,7 @@ func TestLoadSheddingOnACluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		der, err := issue(mat.ca, signer, key.Public(), "node9", nil, true, time.Now())
+		der, err := issue(mat.ca, signer, key.Public(), "node9", nil, true, time.Now(), DefaultNodeCertTTL)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,12 @@ var (
 	ErrUnknownOutcome  = errors.New("raftstore: outcome unknown: the request may or may not have been applied")
 	ErrPeerIdentity    = errors.New("raftstore: peer certificate does not match its server ID")
 	ErrInvalidArgument = errors.New("raftstore: invalid argument")
+	// ErrNotPermitted refuses a request a peer may not make: a non-voter
+	// writing, or a promotion whose proof the leader does not accept.
+	ErrNotPermitted = errors.New("raftstore: not permitted for this peer")
+	// ErrMemberExists refuses to add a server whose ID is already in the
+	// configuration under another address or suffrage: remove it first.
+	ErrMemberExists = errors.New("raftstore: a server with this ID is already a member")
 )
 
 // Limits enforced before anything reaches Raft.

@@ -10,6 +10,9 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
 )
 
 // Requests a node sends to the leader over the cluster port. Each frame is
@@ -21,6 +24,7 @@ const (
 	reqAddVoter    byte = 'A' // body: str(id) str(addr)
 	reqRemove      byte = 'D' // body: str(id)
 	reqAddNonvoter byte = 'N' // body: str(id) str(addr)
+	reqPromote     byte = 'P' // body: the proof for Config.Admit
 )
 
 const maxFrame = 6 << 20
@@ -204,20 +208,25 @@ func (f *forwarder) serveConn(c net.Conn) {
 			}
 			return
 		}
-		var res applyResult
-		if !f.s.isMember(peer) {
-			res.Err = fmt.Errorf("%w: %q is not a member of the cluster", ErrPeerIdentity, peer)
-		} else {
-			res = f.handle(kind, body)
-		}
+		res := f.handle(peer, kind, body)
 		if err := writeFrame(w, 0, encodeResult(res)); err != nil {
 			return
 		}
 	}
 }
 
-func (f *forwarder) handle(kind byte, body []byte) applyResult {
+// handle serves one request from peer. Deny by default: a peer that is not
+// in the configuration may ask nothing; a non-voter may ask for a read index
+// and for its own promotion, and may "create" a table that exists already
+// (unseal does, and it changes nothing), but may not write: it has not yet
+// proved that it holds the barrier keys (see Config.Admit).
+func (f *forwarder) handle(peer string, kind byte, body []byte) applyResult {
 	s := f.s
+	suffrage, member := s.suffrage(peer)
+	if !member {
+		return applyResult{Err: fmt.Errorf("%w: %q is not a member of the cluster", ErrPeerIdentity, peer)}
+	}
+	voter := suffrage == raft.Voter
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ApplyTimeout)
 	defer cancel()
 	var r applyResult
@@ -227,28 +236,59 @@ func (f *forwarder) handle(kind byte, body []byte) applyResult {
 		if err != nil {
 			return applyResult{Err: err}
 		}
+		if !voter {
+			return s.nonvoterWrite(c, peer)
+		}
 		r, err = s.applyLocal(ctx, c)
 		if err != nil {
 			r.Err = err
 		}
 	case reqReadIndex:
 		r.Res.Index, r.Err = s.readIndexLocal(ctx)
-	case reqAddVoter, reqAddNonvoter:
-		d := &decoder{b: body}
-		id, addr := d.bytes("id", 128), d.bytes("addr", 256)
-		if d.err != nil {
-			return applyResult{Err: d.err}
+	case reqPromote:
+		if len(body) > maxProof {
+			return applyResult{Err: fmt.Errorf("%w: proof of %d bytes", ErrMalformed, len(body))}
 		}
-		r.Err = s.addServerLocal(ctx, string(id), string(addr), kind == reqAddVoter)
-	case reqRemove:
-		d := &decoder{b: body}
-		id := d.bytes("id", 128)
-		if d.err != nil {
-			return applyResult{Err: d.err}
+		r.Err = s.promoteLocal(ctx, peer, body)
+	case reqAddVoter, reqAddNonvoter, reqRemove:
+		if !voter {
+			return applyResult{Err: fmt.Errorf("%w: non-voter %q may not change the membership", ErrNotPermitted, peer)}
 		}
-		r.Err = s.removeLocal(ctx, string(id))
+		r.Err = f.membership(ctx, kind, body)
 	default:
 		r.Err = fmt.Errorf("%w: unknown request kind %d", ErrMalformed, kind)
 	}
 	return r
+}
+
+func (f *forwarder) membership(ctx context.Context, kind byte, body []byte) error {
+	d := &decoder{b: body}
+	id := d.bytes("id", 128)
+	if kind == reqRemove {
+		if d.err != nil {
+			return d.err
+		}
+		return f.s.removeLocal(ctx, string(id))
+	}
+	addr := d.bytes("addr", 256)
+	if d.err != nil {
+		return d.err
+	}
+	return f.s.addServerLocal(ctx, string(id), string(addr), kind == reqAddVoter)
+}
+
+// nonvoterWrite answers a write from a non-voter: only creating a table that
+// the leader already has succeeds, and it writes nothing.
+func (s *Store) nonvoterWrite(c *command, peer string) applyResult {
+	if c.Type == cmdCreateTable && len(c.Ops) == 1 {
+		exists := false
+		_ = s.fsm.view(func(tx *bolt.Tx) error {
+			exists = tx.Bucket(tableBucket(c.Ops[0].Table)) != nil
+			return nil
+		})
+		if exists {
+			return applyResult{Res: TxnResult{Succeeded: true, FailedOp: -1}}
+		}
+	}
+	return applyResult{Err: fmt.Errorf("%w: %q is a non-voter and may not write until it is promoted", ErrNotPermitted, peer)}
 }

@@ -68,14 +68,27 @@ func raftErr(err error) error {
 	return err
 }
 
+// addServerLocal adds id at addr, or promotes it. It never moves a member to
+// another address nor takes an address another member has: a node that
+// comes back under the ID of a member must be removed first, or anyone with
+// a join token could take over a voter's slot. With Config.Admit set, only
+// Promote makes a voter.
 func (s *Store) addServerLocal(ctx context.Context, id, addr string, voter bool) error {
 	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
-		if string(srv.ID) == id && string(srv.Address) == addr && (srv.Suffrage == raft.Voter || !voter) {
+		switch {
+		case string(srv.ID) == id && string(srv.Address) != addr:
+			return fmt.Errorf("%w: %q is at %s; remove it first", ErrMemberExists, id, srv.Address)
+		case string(srv.ID) != id && string(srv.Address) == addr:
+			return fmt.Errorf("%w: %s is the address of %q", ErrMemberExists, addr, srv.ID)
+		case string(srv.ID) == id && (srv.Suffrage == raft.Voter || !voter):
 			return nil
 		}
 	}
 	if !voter {
 		return raftErr(s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)).Error())
+	}
+	if s.cfg.Admit != nil {
+		return fmt.Errorf("%w: a voter is made only by Promote with a proof", ErrNotPermitted)
 	}
 	return raftErr(s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)).Error())
 }

@@ -24,6 +24,8 @@ var errorCodes = []error{
 	ErrUnknownOutcome,
 	ErrPeerIdentity,
 	ErrInvalidArgument,
+	ErrNotPermitted,
+	ErrMemberExists,
 }
 
 func errorCode(err error) byte {

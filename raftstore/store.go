@@ -51,6 +51,12 @@ type Config struct {
 	// it must return at once and not call the store.
 	OnRestore func()
 
+	// Admit, when set, decides on the leader whether the non-voter id may
+	// become a voter, given the proof it sent with Promote (the node layer
+	// checks that it holds the barrier keys). With Admit set, AddVoter only
+	// keeps voters; new voters come only through Promote.
+	Admit func(ctx context.Context, id string, proof []byte) error
+
 	// Now is the clock used to stamp commands. Defaults to time.Now.
 	Now    func() time.Time
 	Logger hclog.Logger
@@ -234,6 +240,7 @@ func (s *Store) open() error {
 	})
 	s.raft.RegisterObserver(s.observer)
 	s.verify.s = s
+	s.mux.admit.Store(&admitFunc{s.mayConnect})
 	s.fwd = newForwarder(s)
 	s.batch = newBatcher(s)
 	s.wg.Add(4)

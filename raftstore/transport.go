@@ -55,6 +55,9 @@ type mux struct {
 	tlsm       atomic.Pointer[TLSMaterial]
 	dial       DialFunc
 	expectedID func(addr string) (string, bool)
+	// admit decides whether an authenticated peer may open a connection;
+	// until it is set (Raft is starting) every connection is refused.
+	admit atomic.Pointer[admitFunc]
 
 	raftCh    chan net.Conn
 	forwardCh chan net.Conn
@@ -148,10 +151,17 @@ func (m *mux) handshake(raw net.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
+	peer := peerID(c)
+	if !m.mayConnect(peer) {
+		c.Close()
+		return
+	}
 	var ch chan net.Conn
+	var conn net.Conn = c
 	switch kind[0] {
 	case connRaft:
 		ch = m.raftCh
+		conn = &memberConn{Conn: c, m: m, peer: peer}
 	case connForward:
 		ch = m.forwardCh
 	default:
@@ -159,10 +169,43 @@ func (m *mux) handshake(raw net.Conn) {
 		return
 	}
 	select {
-	case ch <- c:
+	case ch <- conn:
 	case <-m.done:
 		c.Close()
 	}
+}
+
+// admitFunc reports whether a peer may connect (Store.mayConnect).
+type admitFunc struct{ ok func(id string) bool }
+
+func (m *mux) mayConnect(id string) bool {
+	a := m.admit.Load()
+	return a != nil && id != "" && a.ok(id)
+}
+
+// memberConn is a Raft connection that closes itself once its peer is no
+// longer a member, so that a removed node cannot go on using a connection
+// it opened before its removal.
+type memberConn struct {
+	net.Conn
+	m       *mux
+	peer    string
+	checked time.Time
+}
+
+// memberRecheck is how often a Raft connection re-checks its peer; Raft
+// reads from a buffered reader, so this is per buffer, not per message.
+const memberRecheck = 200 * time.Millisecond
+
+func (c *memberConn) Read(b []byte) (int, error) {
+	if now := time.Now(); now.Sub(c.checked) > memberRecheck {
+		if !c.m.mayConnect(c.peer) {
+			c.Conn.Close()
+			return 0, fmt.Errorf("%w: %q is no longer a member", ErrPeerIdentity, c.peer)
+		}
+		c.checked = now
+	}
+	return c.Conn.Read(b)
 }
 
 // dialPeer connects to the node with server ID wantID at addr and checks that
