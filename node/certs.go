@@ -387,13 +387,22 @@ func (n *Node) renewCerts() {
 	defer n.wg.Done()
 	check := min(max(n.cfg.NodeCertTTL/20, 100*time.Millisecond), time.Minute)
 	var lastWarn time.Time
+	base, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		select {
+		case <-n.closing:
+			stop()
+		case <-base.Done():
+		}
+	}()
 	for {
 		wait := check
 		now := time.Now()
 		due, err := n.mat.Load().renewalDue(n.cfg.NodeCertTTL, now)
 		if err == nil && !due.After(now) {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err = n.renewNow(ctx, now)
+			ctx, cancel := context.WithTimeout(base, 30*time.Second)
+			err = n.renewNow(ctx)
 			cancel()
 		} else if err == nil && due.Sub(now) < wait {
 			wait = due.Sub(now)
@@ -412,7 +421,7 @@ func (n *Node) renewCerts() {
 
 // renewNow issues a new pair of node certificates with the names of the
 // current ones and puts them in use.
-func (n *Node) renewNow(ctx context.Context, now time.Time) error {
+func (n *Node) renewNow(ctx context.Context) error {
 	svc, err := n.Services()
 	if err != nil {
 		return fmt.Errorf("renew: %w", err)
@@ -437,6 +446,9 @@ func (n *Node) renewNow(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return err
 	}
+	// The clock is read here, not when the renewal was found due: getting
+	// the signer may have waited for the cluster.
+	now := time.Now()
 	nodeDER, err := issue(mat.ca, signer, nodeKey.Public(), n.cfg.NodeID, nil, true, now, n.cfg.NodeCertTTL)
 	if err != nil {
 		return fmt.Errorf("renew: %w", err)

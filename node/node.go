@@ -161,8 +161,6 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 	}
-	n.wg.Add(1)
-	go n.renewCerts()
 	if n.barrier, err = kms.NewBarrier(n.store, nil); err != nil {
 		return err
 	}
@@ -172,6 +170,8 @@ func (n *Node) start(ctx context.Context) error {
 		n.wg.Add(1)
 		go n.runBackups()
 	}
+	n.wg.Add(1)
+	go n.renewCerts()
 	if err := n.registerMetrics(); err != nil {
 		return err
 	}
