@@ -134,7 +134,7 @@ func TestRemovedNodeCannotConnect(t *testing.T) {
 	vote := func() error {
 		var resp raft.RequestVoteResponse
 		return gone.trans.RequestVote(raft.ServerID(target.ID()), raft.ServerAddress(targetAddr), &raft.RequestVoteRequest{
-			RPCHeader: raft.RPCHeader{ID: []byte(gone.ID()), Addr: []byte(c.addrs[gone.ID()])},
+			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(gone.ID()), Addr: []byte(c.addrs[gone.ID()])},
 			Term:      1, LastLogIndex: 0, LastLogTerm: 0,
 		}, &resp)
 	}

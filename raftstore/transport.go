@@ -161,7 +161,7 @@ func (m *mux) handshake(raw net.Conn) {
 	switch kind[0] {
 	case connRaft:
 		ch = m.raftCh
-		conn = &memberConn{Conn: c, m: m, peer: peer}
+		conn = &memberConn{Conn: c, m: m, peer: peer, checked: time.Now()}
 	case connForward:
 		ch = m.forwardCh
 	default:
@@ -198,14 +198,16 @@ type memberConn struct {
 const memberRecheck = 200 * time.Millisecond
 
 func (c *memberConn) Read(b []byte) (int, error) {
-	if now := time.Now(); now.Sub(c.checked) > memberRecheck {
+	n, err := c.Conn.Read(b)
+	// Checked when the data has come: a read may have waited a long time.
+	if now := time.Now(); n > 0 && now.Sub(c.checked) > memberRecheck {
 		if !c.m.mayConnect(c.peer) {
 			c.Conn.Close()
 			return 0, fmt.Errorf("%w: %q is no longer a member", ErrPeerIdentity, c.peer)
 		}
 		c.checked = now
 	}
-	return c.Conn.Read(b)
+	return n, err
 }
 
 // dialPeer connects to the node with server ID wantID at addr and checks that
