@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -253,9 +254,13 @@ func TestSealAndJoinToken(t *testing.T) {
 	if f.last("POST /v1/sys/seal").Token != "tok" {
 		t.Fatal("seal sent without the token")
 	}
-	r := f.run("", "--token", "tok", "operator", "join-token", "create", "--ttl", "10m").wantCode(t, 0)
+	r := f.run("", "--token", "tok", "operator", "join-token", "create", "--ttl", "10m",
+		"--api-host", "n2.example.net", "--api-host", "10.0.0.2", "--cluster-host", "10.0.0.2").wantCode(t, 0)
 	var req api.JoinTokenRequest
 	f.last("POST /v1/sys/join-token").decode(t, &req)
+	if !slices.Equal(req.APIHosts, []string{"n2.example.net", "10.0.0.2"}) || !slices.Equal(req.ClusterHosts, []string{"10.0.0.2"}) {
+		t.Fatalf("hosts in the request: %+v", req)
+	}
 	if req.TTL != "10m" || !strings.Contains(r.stdout, "join-tok") || !strings.Contains(r.stdout, "--join-ca-fingerprint ab12") {
 		t.Fatalf("request %+v, stdout:\n%s", req, r.stdout)
 	}

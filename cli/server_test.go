@@ -133,6 +133,7 @@ api_hosts: [file.example]
 audit_log: /from/file/audit.log
 join_addr: https://10.0.0.1:8443
 join_ca_fingerprint: abcd
+node_cert_ttl: 30d
 `)
 	t.Setenv("CUSTOS_DATA_DIR", "/from/env")
 	t.Setenv("CUSTOS_API_ADDR", "127.0.0.1:2000")
@@ -152,6 +153,7 @@ join_ca_fingerprint: abcd
 		JoinCAFingerprint: "abcd",
 		Limits:            node.DefaultLimits(),
 		BackupKeep:        24,
+		NodeCertTTL:       30 * 24 * time.Hour,
 	}
 	cfg.Logger = nil
 	if !reflect.DeepEqual(cfg, want) {
@@ -292,6 +294,8 @@ func TestServerErrors(t *testing.T) {
 		{"bad backup interval", []string{"--node-id", "n1", "--data-dir", "/x", "--backup-interval", "soon", "--backup-dir", "/b"}, 2, "backup_interval"},
 		{"backups without a dir", []string{"--node-id", "n1", "--data-dir", "/x", "--backup-interval", "1h"}, 2, "backup_dir"},
 		{"bad backup keep", []string{"--node-id", "n1", "--data-dir", "/x", "--backup-interval", "1h", "--backup-dir", "/b", "--backup-keep", "0"}, 2, "backup_keep"},
+		{"bad node cert ttl", []string{"--node-id", "n1", "--data-dir", "/x", "--node-cert-ttl", "soon"}, 2, "node_cert_ttl"},
+		{"node cert ttl too short", []string{"--node-id", "n1", "--data-dir", "/x", "--node-cert-ttl", "1s"}, 2, "node_cert_ttl"},
 		{"unknown config key", []string{"--config", writeConfig(t, "c.yaml", "nodeid: n1\n")}, 1, `unknown setting "nodeid"`},
 		{"missing config", []string{"--config", "/no/such/custos.yaml"}, 1, "/no/such/custos.yaml"},
 	} {

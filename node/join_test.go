@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,4 +170,29 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// FuzzCheckHosts: whatever a join token request names, what is kept is an
+// IP address or a DNS name without wildcards, lowercased, with no repeats.
+func FuzzCheckHosts(f *testing.F) {
+	for _, s := range []string{"node4.example.test", "10.0.0.2", "::1", "*.example.com", "", "A.Example.COM", "a..b", "-a.b", "xn--bcher-kva.example", "evil.example.com\x00.good"} {
+		f.Add(s, "127.0.0.1")
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		out, err := checkHosts("api_hosts", []string{a, b})
+		if err != nil {
+			return
+		}
+		for i, h := range out {
+			if net.ParseIP(h) == nil && !validDNSName(h) {
+				t.Fatalf("kept %q", h)
+			}
+			if strings.ContainsAny(h, "*\x00 /") || strings.ToLower(h) != h {
+				t.Fatalf("kept %q", h)
+			}
+			if slices.Contains(out[i+1:], h) {
+				t.Fatalf("kept %q twice", h)
+			}
+		}
+	})
 }

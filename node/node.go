@@ -8,7 +8,10 @@
 // bootstrap CA; init replaces it with the cluster CA, whose key is a
 // non-exportable kms key that never leaves the KMS. Joining nodes get their
 // certificates from a member, after proving a one-time join token and
-// checking the member against the pinned cluster CA fingerprint.
+// checking the member against the pinned cluster CA fingerprint; they stay
+// non-voters that may not write until, unsealed, they answer a challenge
+// only the barrier keyring decrypts (join.go). Every node renews its own
+// certificates at two thirds of their lifetime while unsealed (certs.go).
 package node
 
 import (

@@ -187,10 +187,10 @@ func newTestClusterWith(t testing.TB, size int, edit func(*Config)) *testCluster
 	for i := 2; i <= size; i++ {
 		c := newClient(t, n1, tc.caFile)
 		c.token = tc.root
-		var jt api.JoinTokenResponse
-		c.must("POST", "/v1/sys/join-token", api.JoinTokenRequest{TTL: "10m"}, &jt)
 		cfg := testConfig(t, fmt.Sprintf("node%d", i))
 		edit(&cfg)
+		var jt api.JoinTokenResponse
+		c.must("POST", "/v1/sys/join-token", api.JoinTokenRequest{TTL: "10m", APIHosts: cfg.APIHosts}, &jt)
 		cfg.JoinAddr, cfg.JoinToken, cfg.JoinCAFingerprint = n1.APIURL(), jt.Token, jt.CAFingerprint
 		n := startNode(t, cfg)
 		tc.nodes, tc.cfgs = append(tc.nodes, n), append(tc.cfgs, cfg)

@@ -16,7 +16,13 @@
 //   - Commands are applied deterministically; anything non-deterministic (the
 //     time) is stamped by the proposer before Raft sees the command.
 //   - Node-to-node traffic runs on one TCP port with mutual TLS; a peer must
-//     present a certificate for the Raft server ID it is known by.
+//     present a certificate for the Raft server ID it is known by, and only
+//     servers of the latest configuration may open Raft or forwarding
+//     connections (a node with no configuration yet accepts any node of the
+//     cluster CA, or it could never hear from its first leader).
+//   - A non-voter may read but not write; it becomes a voter only through
+//     Promote, with a proof the leader's Config.Admit accepts. A server ID
+//     or address already in the configuration is never moved to another.
 //   - A backup is the whole state as of a linearizable read, streamed from a
 //     temporary copy so that a slow reader holds no transaction. It names
 //     the cluster it came from (an ID the first leader makes); restoring a
