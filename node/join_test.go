@@ -48,6 +48,24 @@ func TestJoin(t *testing.T) {
 		}
 	})
 
+	t.Run("cluster_host_from_token", func(t *testing.T) {
+		var jt2 api.JoinTokenResponse
+		root.must("POST", "/v1/sys/join-token", api.JoinTokenRequest{TTL: "10m", ClusterHosts: []string{"10.9.9.9"}}, &jt2)
+		req := validJoinRequestFor(t, jt2.Token, "node7")
+		req.ClusterAddr = freeAddr(t)
+		if status, code := root.do("POST", "/v1/sys/cluster/join", req, nil); status != http.StatusForbidden || code != api.CodePermissionDenied {
+			t.Errorf("join at a cluster address the token does not allow: %d %s, want 403", status, code)
+		}
+		if peerAddr("node7") != "" {
+			t.Error("node7 was added")
+		}
+		for _, bad := range []string{"*.example.com", "a b", "-x.example"} {
+			if status, code := root.do("POST", "/v1/sys/join-token", api.JoinTokenRequest{APIHosts: []string{bad}}, nil); status != http.StatusBadRequest || code != api.CodeInvalidArgument {
+				t.Errorf("token with API host %q: %d %s, want 400", bad, status, code)
+			}
+		}
+	})
+
 	// The token was not spent by the refused join.
 	cfg := testConfig(t, "node4")
 	cfg.APIHosts = []string{"evil.example.com", "node4.example.test"}

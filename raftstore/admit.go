@@ -71,6 +71,13 @@ func (s *Store) suffrage(id string) (raft.ServerSuffrage, bool) {
 // may. A node with no configuration at all (it was just added and has not
 // heard from the leader yet) has nothing to protect and takes any node of
 // the cluster CA, or it could never receive its first entries.
+//
+// The configuration is this node's: a node that was down while a member
+// joined does not know the new member until it hears of it from a member it
+// knows. If the new member leads meanwhile, the stale node refuses it and
+// stays behind until leadership moves (operator raft step-down on the new
+// leader). Refusing unknown peers is the price of a removed node's
+// certificate opening nothing.
 func (s *Store) mayConnect(id string) bool {
 	if s.raft == nil {
 		return false
