@@ -190,7 +190,13 @@ func newTestClusterWith(t testing.TB, size int, edit func(*Config)) *testCluster
 		cfg := testConfig(t, fmt.Sprintf("node%d", i))
 		edit(&cfg)
 		var jt api.JoinTokenResponse
-		c.must("POST", "/v1/sys/join-token", api.JoinTokenRequest{TTL: "10m", APIHosts: cfg.APIHosts}, &jt)
+		// As an operator would: the token names the hosts the new node
+		// serves its API at, its listen address among them.
+		hosts := append([]string{}, cfg.APIHosts...)
+		if h, _, err := net.SplitHostPort(cfg.APIAddr); err == nil {
+			hosts = append(hosts, h)
+		}
+		c.must("POST", "/v1/sys/join-token", api.JoinTokenRequest{TTL: "10m", APIHosts: hosts}, &jt)
 		cfg.JoinAddr, cfg.JoinToken, cfg.JoinCAFingerprint = n1.APIURL(), jt.Token, jt.CAFingerprint
 		n := startNode(t, cfg)
 		tc.nodes, tc.cfgs = append(tc.nodes, n), append(tc.cfgs, cfg)
