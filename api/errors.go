@@ -55,6 +55,16 @@ var (
 	ErrStandby        = errors.New("no leader: the cluster has no quorum")
 )
 
+// The categories a Node reports its own failures with. The node's errors
+// wrap one of these (or ErrNotInitialized, or match kms.ErrSealed), so that
+// the node never picks a status: toError maps the category, and only it.
+var (
+	ErrInvalid   = errors.New("invalid argument")
+	ErrNotFound  = errors.New("not found")
+	ErrConflict  = errors.New("conflict")
+	ErrForbidden = errors.New("permission denied")
+)
+
 // toError translates an error from the packages below into an API error.
 // This is the only place where their errors meet HTTP.
 func toError(err error) *Error {
@@ -73,15 +83,15 @@ func toError(err error) *Error {
 		errors.Is(err, raftstore.ErrUnknownOutcome), errors.Is(err, raftstore.ErrClosed), errors.Is(err, raftstore.ErrNotLeader),
 		errors.Is(err, audit.ErrUnavailable):
 		status, code = http.StatusServiceUnavailable, CodeUnavailable
-	case errors.Is(err, kms.ErrInvalid), errors.Is(err, auth.ErrInvalid),
+	case errors.Is(err, ErrInvalid), errors.Is(err, kms.ErrInvalid), errors.Is(err, auth.ErrInvalid),
 		errors.Is(err, raftstore.ErrValueTooLarge), errors.Is(err, raftstore.ErrInvalidKey),
 		errors.Is(err, raftstore.ErrInvalidArgument), errors.Is(err, raftstore.ErrTooManyOps):
 		status, code = http.StatusBadRequest, CodeInvalidArgument
-	case errors.Is(err, kms.ErrNotFound), errors.Is(err, auth.ErrNotFound), errors.Is(err, raftstore.ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, kms.ErrNotFound), errors.Is(err, auth.ErrNotFound), errors.Is(err, raftstore.ErrNotFound):
 		status, code = http.StatusNotFound, CodeNotFound
-	case errors.Is(err, kms.ErrConflict):
+	case errors.Is(err, ErrConflict), errors.Is(err, kms.ErrConflict):
 		status, code = http.StatusConflict, CodeConflict
-	case errors.Is(err, kms.ErrForbidden), errors.Is(err, auth.ErrPermissionDenied), errors.Is(err, auth.ErrExpired):
+	case errors.Is(err, ErrForbidden), errors.Is(err, kms.ErrForbidden), errors.Is(err, auth.ErrPermissionDenied), errors.Is(err, auth.ErrExpired):
 		status, code = http.StatusForbidden, CodePermissionDenied
 	}
 	if code == CodeInternal {

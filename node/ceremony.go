@@ -112,7 +112,7 @@ func checkKind(kind string) error {
 	case api.CeremonyGenerateRoot, api.CeremonyRekey, api.CeremonyRotateRoot:
 		return nil
 	}
-	return fmt.Errorf("%w: unknown ceremony %q", kms.ErrInvalid, kind)
+	return fmt.Errorf("%w: unknown ceremony %q", ErrInvalid, kind)
 }
 
 // ceremonySeal returns the seal status of an initialised, unsealed node.
@@ -122,10 +122,10 @@ func (n *Node) ceremonySeal(ctx context.Context) (kms.SealStatus, error) {
 		return st, err
 	}
 	if !st.Initialized {
-		return st, api.ErrNotInitialized
+		return st, ErrNotInitialized
 	}
 	if st.Sealed {
-		return st, kms.ErrSealed
+		return st, ErrSealed
 	}
 	return st, nil
 }
@@ -134,22 +134,22 @@ func (n *Node) ceremonySeal(ctx context.Context) (kms.SealStatus, error) {
 func (n *Node) newCeremony(kind string, st kms.SealStatus, req api.CeremonyRequest) (*ceremony, error) {
 	cer := &ceremony{kind: kind}
 	if req.Nonce != "" || req.Key != "" {
-		return nil, fmt.Errorf("%w: init takes no nonce and no share", kms.ErrInvalid)
+		return nil, fmt.Errorf("%w: init takes no nonce and no share", ErrInvalid)
 	}
 	if kind != api.CeremonyGenerateRoot && req.OTP != "" {
-		return nil, fmt.Errorf("%w: otp is for generate-root", kms.ErrInvalid)
+		return nil, fmt.Errorf("%w: otp is for generate-root", ErrInvalid)
 	}
 	if kind != api.CeremonyRekey && (req.SecretShares != 0 || req.SecretThreshold != 0 || len(req.Recipients) != 0) {
-		return nil, fmt.Errorf("%w: secret_shares, secret_threshold and recipients are for rekey", kms.ErrInvalid)
+		return nil, fmt.Errorf("%w: secret_shares, secret_threshold and recipients are for rekey", ErrInvalid)
 	}
 	if st.Type != kms.SealShamir && kind != api.CeremonyRotateRoot {
-		return nil, fmt.Errorf("%w: %s needs unseal shares; this cluster unseals from a key file", kms.ErrInvalid, kind)
+		return nil, fmt.Errorf("%w: %s needs unseal shares; this cluster unseals from a key file", ErrInvalid, kind)
 	}
 	switch kind {
 	case api.CeremonyGenerateRoot:
 		otp, err := base64.StdEncoding.DecodeString(req.OTP)
 		if err != nil || len(otp) != rootTokenLen {
-			return nil, fmt.Errorf("%w: otp must be the base64 of %d random bytes", kms.ErrInvalid, rootTokenLen)
+			return nil, fmt.Errorf("%w: otp must be the base64 of %d random bytes", ErrInvalid, rootTokenLen)
 		}
 		cer.otp = otp
 	case api.CeremonyRekey:
@@ -158,12 +158,12 @@ func (n *Node) newCeremony(kind string, st kms.SealStatus, req api.CeremonyReque
 			return nil, err
 		}
 		if len(req.Recipients) != 0 && len(req.Recipients) != req.SecretShares {
-			return nil, fmt.Errorf("%w: give one recipient per new share (%d), got %d", kms.ErrInvalid, req.SecretShares, len(req.Recipients))
+			return nil, fmt.Errorf("%w: give one recipient per new share (%d), got %d", ErrInvalid, req.SecretShares, len(req.Recipients))
 		}
 		for i, s := range req.Recipients {
 			r, err := age.ParseX25519Recipient(s)
 			if err != nil {
-				return nil, fmt.Errorf("%w: recipient %d is not an age public key (age1...)", kms.ErrInvalid, i+1)
+				return nil, fmt.Errorf("%w: recipient %d is not an age public key (age1...)", ErrInvalid, i+1)
 			}
 			cer.recipients = append(cer.recipients, r)
 		}
@@ -199,7 +199,7 @@ func (n *Node) CeremonyInit(ctx context.Context, kind string, req api.CeremonyRe
 	cer.nonce, cer.started, cer.touched = hex.EncodeToString(b[:]), now, now
 	if n.cer.activeLocked(kind, now) != nil {
 		cer.wipe()
-		return api.CeremonyStatus{}, fmt.Errorf("%w: a %s ceremony is already in progress: finish it, or cancel it with its nonce", kms.ErrConflict, kind)
+		return api.CeremonyStatus{}, fmt.Errorf("%w: a %s ceremony is already in progress: finish it, or cancel it with its nonce", ErrConflict, kind)
 	}
 	if n.cer.cur == nil {
 		n.cer.cur = map[string]*ceremony{}
@@ -262,10 +262,10 @@ func (n *Node) CeremonyCancel(_ context.Context, kind string, req api.CeremonyRe
 func (c *ceremonies) lookupLocked(kind, nonce string) (*ceremony, error) {
 	cer := c.activeLocked(kind, c.clock())
 	if cer == nil {
-		return nil, fmt.Errorf("%w: no %s ceremony in progress", kms.ErrNotFound, kind)
+		return nil, fmt.Errorf("%w: no %s ceremony in progress", ErrNotFound, kind)
 	}
 	if !cer.nonceMatches(nonce) {
-		return nil, fmt.Errorf("%w: the nonce does not name the %s ceremony in progress", kms.ErrForbidden, kind)
+		return nil, fmt.Errorf("%w: the nonce does not name the %s ceremony in progress", ErrForbidden, kind)
 	}
 	return cer, nil
 }
@@ -298,7 +298,7 @@ func (n *Node) CeremonyUpdate(ctx context.Context, kind string, req api.Ceremony
 		if p[len(p)-1] == share[len(share)-1] {
 			n.cer.mu.Unlock()
 			clear(share)
-			return api.CeremonyStatus{}, fmt.Errorf("%w: this share was already given in this ceremony", kms.ErrInvalid)
+			return api.CeremonyStatus{}, fmt.Errorf("%w: this share was already given in this ceremony", ErrInvalid)
 		}
 	}
 	cer.shares = append(cer.shares, share)
@@ -442,7 +442,7 @@ func rotationConfig(c kms.RotationConfig) api.RotationConfig {
 // RotationConfig reports when the keyring rotates by itself.
 func (n *Node) RotationConfig(ctx context.Context) (api.RotationConfig, error) {
 	if n.barrier.Sealed() {
-		return api.RotationConfig{}, kms.ErrSealed
+		return api.RotationConfig{}, ErrSealed
 	}
 	c, err := n.barrier.RotationConfig(ctx)
 	if err != nil {
@@ -455,7 +455,7 @@ func (n *Node) RotationConfig(ctx context.Context) (api.RotationConfig, error) {
 func (n *Node) SetRotationConfig(ctx context.Context, c api.RotationConfig) (api.RotationConfig, error) {
 	d, err := time.ParseDuration(c.Interval)
 	if err != nil {
-		return api.RotationConfig{}, fmt.Errorf("%w: interval: %v", kms.ErrInvalid, err)
+		return api.RotationConfig{}, fmt.Errorf("%w: interval: %v", ErrInvalid, err)
 	}
 	cfg := kms.RotationConfig{MaxEncryptions: c.MaxEncryptions, Interval: d}
 	if err := n.barrier.SetRotationConfig(ctx, cfg); err != nil {

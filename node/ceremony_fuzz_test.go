@@ -33,7 +33,7 @@ func FuzzNewCeremony(f *testing.F) {
 		}
 		cer, err := n.newCeremony(kind, st, req)
 		if err != nil {
-			if !errors.Is(err, kms.ErrInvalid) {
+			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("refusal %v is not ErrInvalid", err)
 			}
 			return

@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/custos-pki/custos/api"
-	"github.com/custos-pki/custos/kms"
 )
 
 // RaftStatus reports the cluster as this node sees it.
@@ -19,7 +18,7 @@ func (n *Node) RemovePeer(ctx context.Context, id string) error { return n.store
 // follower it is refused: ask the leader.
 func (n *Node) StepDown(context.Context) error {
 	if !n.store.IsLeader() {
-		return fmt.Errorf("%w: step-down must be sent to the leader", kms.ErrInvalid)
+		return fmt.Errorf("%w: step-down must be sent to the leader", ErrInvalid)
 	}
 	return n.store.TransferLeadership()
 }
@@ -37,7 +36,7 @@ func (n *Node) SnapshotSave(ctx context.Context, w io.Writer) error {
 // opens with that cluster's unseal keys.
 func (n *Node) SnapshotRestore(ctx context.Context, r io.Reader, force bool) error {
 	if !n.store.IsLeader() {
-		return fmt.Errorf("%w: snapshot restore must be sent to the leader", kms.ErrInvalid)
+		return fmt.Errorf("%w: snapshot restore must be sent to the leader", ErrInvalid)
 	}
 	return n.store.Restore(ctx, r, force)
 }

@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/custos-pki/custos/api"
-	"github.com/custos-pki/custos/kms"
 	"github.com/custos-pki/custos/raftstore"
 )
 
@@ -61,7 +60,7 @@ var loopbackHosts = []string{"127.0.0.1", "::1", "localhost"}
 // addresses, no wildcards, lowercased.
 func checkHosts(field string, hosts []string) ([]string, error) {
 	if len(hosts) > maxTokenHosts {
-		return nil, fmt.Errorf("%w: %s: at most %d hosts", kms.ErrInvalid, field, maxTokenHosts)
+		return nil, fmt.Errorf("%w: %s: at most %d hosts", ErrInvalid, field, maxTokenHosts)
 	}
 	var out []string
 	for _, h := range hosts {
@@ -69,7 +68,7 @@ func checkHosts(field string, hosts []string) ([]string, error) {
 		if ip := net.ParseIP(h); ip != nil {
 			h = ip.String()
 		} else if !validDNSName(h) {
-			return nil, fmt.Errorf("%w: %s: %q is neither an IP address nor a DNS name", kms.ErrInvalid, field, h)
+			return nil, fmt.Errorf("%w: %s: %q is neither an IP address nor a DNS name", ErrInvalid, field, h)
 		}
 		if !slices.Contains(out, h) {
 			out = append(out, h)
@@ -97,7 +96,7 @@ func (n *Node) CreateJoinToken(ctx context.Context, req api.JoinTokenRequest) (a
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil || d <= 0 || d > 24*time.Hour {
-			return api.JoinTokenResponse{}, fmt.Errorf("%w: ttl must be a duration up to 24h", kms.ErrInvalid)
+			return api.JoinTokenResponse{}, fmt.Errorf("%w: ttl must be a duration up to 24h", ErrInvalid)
 		}
 		ttl = d
 	}
@@ -130,7 +129,7 @@ func (n *Node) CreateJoinToken(ctx context.Context, req api.JoinTokenRequest) (a
 	return api.JoinTokenResponse{Token: tok, ExpiresAt: exp, CAFingerprint: Fingerprint(ca)}, nil
 }
 
-var errJoinToken = fmt.Errorf("%w: the join token is unknown, used or expired", kms.ErrForbidden)
+var errJoinToken = fmt.Errorf("%w: the join token is unknown, used or expired", ErrForbidden)
 
 // Join admits a new node: it spends the join token, adds the node as a
 // non-voter and signs its certificates with the cluster CA.
@@ -140,11 +139,11 @@ func (n *Node) Join(ctx context.Context, req api.JoinRequest) (api.JoinResponse,
 		return api.JoinResponse{}, err
 	}
 	if !nodeIDRE.MatchString(req.NodeID) || req.ClusterAddr == "" || len(req.ClusterAddr) > 256 {
-		return api.JoinResponse{}, fmt.Errorf("%w: node_id and cluster_addr are required", kms.ErrInvalid)
+		return api.JoinResponse{}, fmt.Errorf("%w: node_id and cluster_addr are required", ErrInvalid)
 	}
 	clusterHost, _, err := net.SplitHostPort(req.ClusterAddr)
 	if err != nil {
-		return api.JoinResponse{}, fmt.Errorf("%w: cluster_addr must be host:port", kms.ErrInvalid)
+		return api.JoinResponse{}, fmt.Errorf("%w: cluster_addr must be host:port", ErrInvalid)
 	}
 	nodeCSR, err := parseCSR(req.NodeCSR, req.NodeID)
 	if err != nil {
@@ -164,7 +163,7 @@ func (n *Node) Join(ctx context.Context, req api.JoinRequest) (api.JoinResponse,
 		return api.JoinResponse{}, err
 	}
 	if len(rec.ClusterHosts) > 0 && !slices.Contains(rec.ClusterHosts, normalHost(clusterHost)) {
-		return api.JoinResponse{}, fmt.Errorf("%w: the join token does not allow cluster address %q", kms.ErrForbidden, req.ClusterAddr)
+		return api.JoinResponse{}, fmt.Errorf("%w: the join token does not allow cluster address %q", ErrForbidden, req.ClusterAddr)
 	}
 	caPEM, err := n.barrier.Get(ctx, tableSys, []byte(recClusterCA))
 	if err != nil {
@@ -186,7 +185,7 @@ func (n *Node) Join(ctx context.Context, req api.JoinRequest) (api.JoinResponse,
 	// already a member, whatever this node's view.
 	if err := n.store.AddNonvoter(ctx, req.NodeID, req.ClusterAddr); err != nil {
 		if errors.Is(err, raftstore.ErrMemberExists) {
-			return api.JoinResponse{}, fmt.Errorf("%w: %v; remove it first with custos operator raft remove-peer %s", kms.ErrConflict, err, req.NodeID)
+			return api.JoinResponse{}, fmt.Errorf("%w: %v; remove it first with custos operator raft remove-peer %s", ErrConflict, err, req.NodeID)
 		}
 		return api.JoinResponse{}, err
 	}
@@ -208,7 +207,7 @@ func (n *Node) refuseMember(id string) error {
 	for _, p := range n.store.Status().Peers {
 		if p.ID == id {
 			return fmt.Errorf("%w: node %q is already a member of the cluster (at %s); remove it first with custos operator raft remove-peer %s",
-				kms.ErrConflict, id, p.Addr, id)
+				ErrConflict, id, p.Addr, id)
 		}
 	}
 	return nil
@@ -274,17 +273,17 @@ func (n *Node) spendJoinToken(ctx context.Context, tok string) (joinRecord, erro
 func parseCSR(p, id string) (*x509.CertificateRequest, error) {
 	blk, _ := pem.Decode([]byte(p))
 	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
-		return nil, fmt.Errorf("%w: a PEM certificate request is required", kms.ErrInvalid)
+		return nil, fmt.Errorf("%w: a PEM certificate request is required", ErrInvalid)
 	}
 	csr, err := x509.ParseCertificateRequest(blk.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: certificate request: %v", kms.ErrInvalid, err)
+		return nil, fmt.Errorf("%w: certificate request: %v", ErrInvalid, err)
 	}
 	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("%w: certificate request signature does not verify", kms.ErrInvalid)
+		return nil, fmt.Errorf("%w: certificate request signature does not verify", ErrInvalid)
 	}
 	if csr.Subject.CommonName != id {
-		return nil, fmt.Errorf("%w: certificate request is for %q, not node %q", kms.ErrInvalid, csr.Subject.CommonName, id)
+		return nil, fmt.Errorf("%w: certificate request is for %q, not node %q", ErrInvalid, csr.Subject.CommonName, id)
 	}
 	return csr, nil
 }

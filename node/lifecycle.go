@@ -84,7 +84,7 @@ func (n *Node) Init(ctx context.Context, req api.InitRequest) (api.InitResponse,
 	cfg := kms.SealConfig{Shares: req.SecretShares, Threshold: req.SecretThreshold}
 	if n.cfg.UnsealKeyFile != "" {
 		if req.SecretShares != 0 || req.SecretThreshold != 0 {
-			return api.InitResponse{}, fmt.Errorf("%w: this node auto-unseals from a key file: give no shares", kms.ErrInvalid)
+			return api.InitResponse{}, fmt.Errorf("%w: this node auto-unseals from a key file: give no shares", ErrInvalid)
 		}
 		cfg = kms.SealConfig{KeyFile: n.cfg.UnsealKeyFile}
 	} else if cfg.Shares == 0 && cfg.Threshold == 0 {
@@ -178,7 +178,7 @@ func (n *Node) reloadTLS() error {
 func parseShare(s string) ([]byte, error) {
 	b, err := hex.DecodeString(s)
 	if err != nil || len(b) < 2 || len(b) > 256 {
-		return nil, fmt.Errorf("%w: an unseal share is the hex string init printed", kms.ErrInvalid)
+		return nil, fmt.Errorf("%w: an unseal share is the hex string init printed", ErrInvalid)
 	}
 	return b, nil
 }
@@ -240,10 +240,10 @@ func (n *Node) Services() (*api.Services, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), statusDeadline)
 		defer cancel()
 		if st, err := n.barrier.Status(ctx); err == nil && !st.Initialized {
-			return nil, api.ErrNotInitialized
+			return nil, ErrNotInitialized
 		}
 	}
-	return nil, kms.ErrSealed
+	return nil, ErrSealed
 }
 
 // activation is one attempt to build an unsealed node's services. A step
