@@ -16,7 +16,6 @@ import (
 
 // recStepPassword is the password of step's JWK provisioner key, kept
 // through the barrier so that every node opens the same key.
-const recStepPassword = "step-jwk-password"
 
 // inventory adapts package ca to what step-ca tells and asks: it records
 // every certificate step issues and every revocation it performs in the one
@@ -94,14 +93,7 @@ func (n *Node) stepPassword(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	enc := []byte(hex.EncodeToString(pw))
-	ok, cur, err := n.barrier.CompareAndSwap(ctx, tableSys, []byte(recStepPassword), nil, enc)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return cur, nil
-	}
-	return enc, nil
+	return n.sys().stepJWKPassword(ctx, enc)
 }
 
 // collectACME deletes expired ACME orders, authorisations and challenges,

@@ -34,10 +34,7 @@ import (
 // a voter; until then the cluster port refuses its writes. This is Vault's
 // raft join challenge, with the challenge carried by the replicated log.
 
-const (
-	joinChallengePrefix = "join-challenge/"
-	maxTokenHosts       = 16
-)
+const maxTokenHosts = 16
 
 // joinRecord is a join token as stored: only its hash is the key.
 type joinRecord struct {
@@ -45,13 +42,6 @@ type joinRecord struct {
 	APIHosts     []string  `json:"api_hosts,omitempty"`
 	ClusterHosts []string  `json:"cluster_hosts,omitempty"`
 }
-
-func joinKey(token string) []byte {
-	sum := sha256.Sum256([]byte(token))
-	return []byte(joinPrefix + hex.EncodeToString(sum[:]))
-}
-
-func challengeKey(id string) []byte { return []byte(joinChallengePrefix + id) }
 
 // loopbackHosts are in every node certificate: they name no other machine.
 var loopbackHosts = []string{"127.0.0.1", "::1", "localhost"}
@@ -108,7 +98,7 @@ func (n *Node) CreateJoinToken(ctx context.Context, req api.JoinTokenRequest) (a
 	if err != nil {
 		return api.JoinTokenResponse{}, err
 	}
-	caPEM, err := n.barrier.Get(ctx, tableSys, []byte(recClusterCA))
+	caPEM, err := n.sys().clusterCACert(ctx)
 	if err != nil {
 		return api.JoinTokenResponse{}, err
 	}
@@ -123,7 +113,7 @@ func (n *Node) CreateJoinToken(ctx context.Context, req api.JoinTokenRequest) (a
 	tok := "cjt_" + base64.RawURLEncoding.EncodeToString(raw[:])
 	exp := time.Now().Add(ttl).UTC()
 	rec, _ := json.Marshal(joinRecord{ExpiresAt: exp, APIHosts: apiHosts, ClusterHosts: clusterHosts})
-	if err := n.barrier.Put(ctx, tableSys, joinKey(tok), rec); err != nil {
+	if err := n.sys().putJoinToken(ctx, tok, rec); err != nil {
 		return api.JoinTokenResponse{}, err
 	}
 	return api.JoinTokenResponse{Token: tok, ExpiresAt: exp, CAFingerprint: Fingerprint(ca)}, nil
@@ -165,7 +155,7 @@ func (n *Node) Join(ctx context.Context, req api.JoinRequest) (api.JoinResponse,
 	if len(rec.ClusterHosts) > 0 && !slices.Contains(rec.ClusterHosts, normalHost(clusterHost)) {
 		return api.JoinResponse{}, fmt.Errorf("%w: the join token does not allow cluster address %q", ErrForbidden, req.ClusterAddr)
 	}
-	caPEM, err := n.barrier.Get(ctx, tableSys, []byte(recClusterCA))
+	caPEM, err := n.sys().clusterCACert(ctx)
 	if err != nil {
 		return api.JoinResponse{}, err
 	}
@@ -249,19 +239,18 @@ func (n *Node) spendJoinToken(ctx context.Context, tok string) (joinRecord, erro
 	if !strings.HasPrefix(tok, "cjt_") || len(tok) > 128 {
 		return jr, errJoinToken
 	}
-	key := joinKey(tok)
-	rec, err := n.barrier.Get(ctx, tableSys, key)
+	rec, err := n.sys().joinToken(ctx, tok)
 	if errors.Is(err, raftstore.ErrNotFound) {
 		return jr, errJoinToken
 	}
 	if err != nil {
 		return jr, err
 	}
-	res, err := n.barrier.Txn(ctx, []raftstore.Op{{Kind: raftstore.OpCAS, Table: tableSys, Key: key, Old: rec, Delete: true}})
+	spent, err := n.sys().deleteJoinToken(ctx, tok, rec)
 	if err != nil {
 		return jr, err
 	}
-	if !res.Succeeded {
+	if !spent {
 		return jr, errJoinToken
 	}
 	if err := json.Unmarshal(rec, &jr); err != nil || time.Now().After(jr.ExpiresAt) {
@@ -296,7 +285,7 @@ func (n *Node) putChallenge(ctx context.Context, id string) error {
 		return err
 	}
 	defer clear(c)
-	if err := n.barrier.Put(ctx, tableSys, challengeKey(id), c); err != nil {
+	if err := n.sys().putJoinChallenge(ctx, id, c); err != nil {
 		return fmt.Errorf("join: challenge: %w", err)
 	}
 	return nil
@@ -309,7 +298,7 @@ func (n *Node) admitVoter(ctx context.Context, id string, proof []byte) error {
 	if n.barrier == nil || n.barrier.Sealed() {
 		return errors.New("the leader is sealed and cannot check the answer; unseal it")
 	}
-	want, err := n.barrier.Get(ctx, tableSys, challengeKey(id))
+	want, err := n.sys().joinChallenge(ctx, id)
 	if errors.Is(err, raftstore.ErrNotFound) {
 		return errors.New("there is no join challenge for this node; remove it and join again")
 	}
@@ -359,7 +348,7 @@ func (n *Node) proveKeys(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	answer, err := n.barrier.Get(ctx, tableSys, challengeKey(n.cfg.NodeID))
+	answer, err := n.sys().joinChallenge(ctx, n.cfg.NodeID)
 	if err != nil {
 		return fmt.Errorf("%w: read the join challenge: %v", errNotAdmitted, err)
 	}
@@ -368,7 +357,7 @@ func (n *Node) proveKeys(ctx context.Context) error {
 		return fmt.Errorf("%w: %v", errNotAdmitted, err)
 	}
 	// Now a voter, it may write: the challenge has done its work.
-	if err := n.barrier.Delete(ctx, tableSys, challengeKey(n.cfg.NodeID)); err != nil {
+	if err := n.sys().deleteJoinChallenge(ctx, n.cfg.NodeID); err != nil {
 		n.log.Warn("deleting the join challenge", "error", err)
 	}
 	n.log.Info("proved the barrier keys to the leader; now a voter")

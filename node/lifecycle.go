@@ -21,11 +21,7 @@ import (
 
 // The node's own records, kept through the barrier.
 const (
-	tableSys       = "sys"
 	clusterCAKey   = "_custos-cluster-ca" // kms key name; the API refuses names starting with '_'
-	recClusterCA   = "cluster-ca-cert"
-	recAuditKey    = "audit-hmac-key"
-	joinPrefix     = "join/"
 	defaultShares  = 5
 	defaultThresh  = 3
 	statusDeadline = 3 * time.Second
@@ -153,7 +149,7 @@ func (n *Node) makeClusterCA(ctx context.Context, k *kms.KMS) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := n.barrier.Put(ctx, tableSys, []byte(recClusterCA), pemCert(ca.Raw)); err != nil {
+	if err := n.sys().putClusterCACert(ctx, pemCert(ca.Raw)); err != nil {
 		return nil, err
 	}
 	if err := n.files.issueSet(ca, signer, n.cfg.NodeID, n.apiHosts(), time.Now()); err != nil {
@@ -427,22 +423,15 @@ func (n *Node) dropServices() {
 
 // auditKey returns the cluster's audit HMAC key, creating it once.
 func (n *Node) auditKey(ctx context.Context) ([]byte, error) {
-	if err := n.barrier.CreateTable(ctx, tableSys); err != nil {
-		return nil, err
-	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
-	ok, cur, err := n.barrier.CompareAndSwap(ctx, tableSys, []byte(recAuditKey), nil, key)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
+	cur, fresh, err := n.sys().auditHMACKey(ctx, key)
+	if !fresh {
 		clear(key)
-		return cur, nil
 	}
-	return key, nil
+	return cur, err
 }
 
 // attachStep starts step-ca on a node whose CA was just initialised.

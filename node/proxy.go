@@ -19,11 +19,10 @@ import (
 // Each node records the API URL it serves at, so that any node can send a
 // request to the leader's API: ACME runs on the leader (its per-account
 // ordering and its nonces are the leader's), and followers forward to it.
-const apiURLPrefix = "api-url/"
 
 // publishAPIURL records this node's API URL.
 func (n *Node) publishAPIURL(ctx context.Context) error {
-	return n.barrier.Put(ctx, tableSys, []byte(apiURLPrefix+n.cfg.NodeID), []byte("https://"+n.cfg.APIAdvertise))
+	return n.sys().publishAPIURL(ctx, n.cfg.NodeID, "https://"+n.cfg.APIAdvertise)
 }
 
 // leaderProxies caches one reverse proxy per leader URL.
@@ -47,7 +46,7 @@ func (n *Node) LeaderProxy(ctx context.Context) (http.Handler, error) {
 	target, ok := n.proxies.forNode[id]
 	n.proxies.mu.Unlock()
 	if !ok {
-		raw, err := n.barrier.Get(ctx, tableSys, []byte(apiURLPrefix+id), raftstore.Stale())
+		raw, err := n.sys().apiURL(ctx, id)
 		if err != nil {
 			if errors.Is(err, raftstore.ErrNotFound) {
 				return nil, fmt.Errorf("%w: the leader %s has not published its API address", raftstore.ErrNoLeader, id)
