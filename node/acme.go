@@ -14,9 +14,6 @@ import (
 	"github.com/custos-pki/custos/raftstore"
 )
 
-// recStepPassword is the password of step's JWK provisioner key, kept
-// through the barrier so that every node opens the same key.
-
 // inventory adapts package ca to what step-ca tells and asks: it records
 // every certificate step issues and every revocation it performs in the one
 // inventory, and answers whether a certificate was revoked elsewhere.
@@ -86,7 +83,8 @@ func (n *Node) startStep(ctx context.Context, c *ca.CA) (*stepca.Server, error) 
 	return stepca.New(ctx, cfg)
 }
 
-// stepPassword returns the JWK provisioner password, made once.
+// stepPassword returns the JWK provisioner password, made once and kept in
+// the sys table so that every node opens the same key.
 func (n *Node) stepPassword(ctx context.Context) ([]byte, error) {
 	pw := make([]byte, 32)
 	if _, err := rand.Read(pw); err != nil {

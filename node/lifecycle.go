@@ -19,7 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// The node's own records, kept through the barrier.
+// The cluster CA's kms key, init's defaults, and how long a status read waits.
+// (The node's records in the sys table are declared in sysrecords.go.)
 const (
 	clusterCAKey   = "_custos-cluster-ca" // kms key name; the API refuses names starting with '_'
 	defaultShares  = 5

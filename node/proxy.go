@@ -19,7 +19,7 @@ import (
 // Each node records the API URL it serves at, so that any node can send a
 // request to the leader's API: ACME runs on the leader (its per-account
 // ordering and its nonces are the leader's), and followers forward to it.
-
+//
 // publishAPIURL records this node's API URL.
 func (n *Node) publishAPIURL(ctx context.Context) error {
 	return n.sys().publishAPIURL(ctx, n.cfg.NodeID, "https://"+n.cfg.APIAdvertise)
