@@ -5,8 +5,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/url"
-
-	"github.com/custos-pki/custos/raftstore"
 )
 
 // stepHosts are the hosts step's tokens may name as audience: this node's
@@ -15,30 +13,23 @@ import (
 // on all of them.
 func (n *Node) stepHosts(ctx context.Context) ([]string, error) {
 	hosts := n.apiHosts()
-	prefix := []byte(apiURLPrefix)
-	var after []byte
-	for {
-		page, err := n.barrier.List(ctx, tableSys, raftstore.ListOptions{Prefix: prefix, After: after}, raftstore.Stale())
-		if err != nil {
-			return nil, fmt.Errorf("node: members' API URLs: %w", err)
-		}
-		for _, kv := range page.Items {
-			if u, err := url.Parse(string(kv.Value)); err == nil && u.Hostname() != "" {
-				hosts = append(hosts, u.Hostname())
-			}
-		}
-		if page.Next == nil {
-			return hosts, nil
-		}
-		after = page.Next
+	urls, err := n.sys().apiURLs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("node: members' API URLs: %w", err)
 	}
+	for _, raw := range urls {
+		if u, err := url.Parse(string(raw)); err == nil && u.Hostname() != "" {
+			hosts = append(hosts, u.Hostname())
+		}
+	}
+	return hosts, nil
 }
 
 // clusterCARoots returns the cluster CA, which signs the API's TLS
 // certificates: step-ca serves it as a federated root, so that
 // `step ca bootstrap --fingerprint` may pin it.
 func (n *Node) clusterCARoots(ctx context.Context) ([]*x509.Certificate, error) {
-	raw, err := n.barrier.Get(ctx, tableSys, []byte(recClusterCA))
+	raw, err := n.sys().clusterCACert(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("node: cluster CA: %w", err)
 	}

@@ -55,7 +55,8 @@ var sysRecords = []sysRecord{
 		"one-time join token, keyed by the hex SHA-256 of the token: a JSON joinRecord, deleted when spent"},
 	{joinChallenge, nodeIDRE, "join (join.go)",
 		"the challenge a joined node reads through the barrier and sends back to become a voter, keyed by node ID; deleted once answered"},
-	{apiURLPrefix, nodeIDRE, "leader proxy (proxy.go)", "API URL of each node, keyed by node ID"},
+	{apiURLPrefix, nodeIDRE, "leader proxy (proxy.go); step's token audiences (stephosts.go, read)",
+		"API URL of each node, keyed by node ID"},
 }
 
 // sysKey returns key if the sys table declares it.
@@ -91,6 +92,33 @@ func (s sysTable) put(ctx context.Context, key string, val []byte) error {
 		return err
 	}
 	return s.b.Put(ctx, tableSys, k, val)
+}
+
+// listValues returns the values of every record under a declared prefix,
+// from this node's copy.
+func (s sysTable) listValues(ctx context.Context, prefix string) ([][]byte, error) {
+	declared := false
+	for _, r := range sysRecords {
+		declared = declared || (r.suffix != nil && r.key == prefix)
+	}
+	if !declared {
+		return nil, fmt.Errorf("node: sys table: prefix %q is not declared in sysRecords", prefix)
+	}
+	var vals [][]byte
+	var after []byte
+	for {
+		page, err := s.b.List(ctx, tableSys, raftstore.ListOptions{Prefix: []byte(prefix), After: after}, raftstore.Stale())
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range page.Items {
+			vals = append(vals, kv.Value)
+		}
+		if page.Next == nil {
+			return vals, nil
+		}
+		after = page.Next
+	}
 }
 
 // createOnce stores fresh under key unless the key holds a value, and
@@ -205,6 +233,11 @@ func (s sysTable) publishAPIURL(ctx context.Context, nodeID, url string) error {
 
 // apiURL reads a node's API URL from this node's copy (stale: forwarding
 // must work while the leader changes).
+// apiURLs reads every member's published API URL from this node's copy.
+func (s sysTable) apiURLs(ctx context.Context) ([][]byte, error) {
+	return s.listValues(ctx, apiURLPrefix)
+}
+
 func (s sysTable) apiURL(ctx context.Context, nodeID string) ([]byte, error) {
 	return s.get(ctx, apiURLPrefix+nodeID, raftstore.Stale())
 }

@@ -55,6 +55,11 @@ func TestSysKeysDeclared(t *testing.T) {
 			t.Errorf("deleteIf %q: no error", k)
 		}
 	}
+	for _, p := range []string{"", "sys", "join", "api-url", recClusterCA, "other/", "j"} {
+		if _, err := s.listValues(ctx, p); err == nil {
+			t.Errorf("listValues %q: no error", p)
+		}
+	}
 }
 
 // TestSysTableOnlyHere checks that no file but sysrecords.go names the sys
@@ -65,7 +70,7 @@ func TestSysTableOnlyHere(t *testing.T) {
 		"tableSys": true, "sysKey": true, "sysRecords": true, "joinKey": true,
 		"recClusterCA": true, "recAuditKey": true, "recStepPassword": true, "joinPrefix": true, "apiURLPrefix": true,
 	}
-	untyped := map[string]bool{"get": true, "put": true, "createOnce": true, "deleteIf": true, "b": true} // sysTable's
+	untyped := map[string]bool{"get": true, "put": true, "createOnce": true, "deleteIf": true, "listValues": true, "b": true} // sysTable's
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
