@@ -135,7 +135,7 @@ func TestJoin(t *testing.T) {
 		if err := n4.store.CreateTable(ctx, "written-by-node4"); err != nil {
 			t.Errorf("write from the proven node: %v", err)
 		}
-		if _, err := n1.barrier.Get(ctx, tableSys, challengeKey("node4")); !errors.Is(err, raftstore.ErrNotFound) {
+		if _, err := n1.sys().joinChallenge(ctx, "node4"); !errors.Is(err, raftstore.ErrNotFound) {
 			t.Errorf("join challenge still there: %v", err)
 		}
 	})
