@@ -34,7 +34,7 @@ type Server struct {
 	linker  acme.Linker
 	baseURL *url.URL // nil: links follow the request's Host
 	locks   *accountLocks
-	limits  *acmeLimits // set by routes
+	limits  *acmeLimits    // set by routes
 	roots   *x509.CertPool // to verify client certificates
 	inters  *x509.CertPool
 	handler http.Handler
