@@ -247,13 +247,7 @@ func (n *Node) serveAPI() error {
 		ConnContext:       srv.ConnContext,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.http.Serve(tls.NewListener(srv.Listener(ln), tlsCfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("API server stopped", "error", err)
-		}
-	}()
+	n.serveHTTP("API", n.http, tls.NewListener(srv.Listener(ln), tlsCfg))
 	if err := n.serveVault(srv, tlsCfg); err != nil {
 		return err
 	}
@@ -293,13 +287,9 @@ func (n *Node) Close() error {
 	var err error
 	n.closeOnce.Do(func() {
 		close(n.closing)
-		if n.http != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = n.http.Shutdown(ctx)
-			cancel()
+		for _, srv := range []*http.Server{n.http, n.pkiHTTP, n.vaultHTTP} {
+			shutdownHTTP(srv)
 		}
-		n.stopPKI()
-		n.stopVault()
 		n.dropServices()
 		if n.barrier != nil {
 			n.barrier.Seal()
@@ -329,4 +319,27 @@ func (n *Node) autoUnseal() {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// serveHTTP serves srv on ln in the background until it is shut down,
+// logging a stop for any other reason; Close waits for it.
+func (n *Node) serveHTTP(what string, srv *http.Server, ln net.Listener) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error(what+" server stopped", "error", err)
+		}
+	}()
+}
+
+// shutdownHTTP stops srv, if there is one, letting requests in flight
+// finish for up to 5 seconds.
+func shutdownHTTP(srv *http.Server) {
+	if srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
 }

@@ -1,8 +1,6 @@
 package node
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -36,24 +34,8 @@ func (n *Node) servePKI(srv *api.Server) error {
 		MaxHeaderBytes:    8 << 10,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.pkiHTTP.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("PKI HTTP server stopped", "error", err)
-		}
-	}()
+	n.serveHTTP("PKI HTTP", n.pkiHTTP, ln)
 	return nil
-}
-
-// stopPKI stops the PKI listener, letting requests in flight finish.
-func (n *Node) stopPKI() {
-	if n.pkiHTTP == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = n.pkiHTTP.Shutdown(ctx)
 }
 
 // pkiURLBase is the URL base of the OCSP, CA issuers and CRL URLs in the

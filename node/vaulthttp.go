@@ -1,9 +1,7 @@
 package node
 
 import (
-	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -34,24 +32,8 @@ func (n *Node) serveVault(srv *api.Server, tlsCfg *tls.Config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.vaultHTTP.Serve(tls.NewListener(ln, tlsCfg)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("Vault API server stopped", "error", err)
-		}
-	}()
+	n.serveHTTP("Vault API", n.vaultHTTP, tls.NewListener(ln, tlsCfg))
 	return nil
-}
-
-// stopVault stops the Vault API listener, letting requests in flight finish.
-func (n *Node) stopVault() {
-	if n.vaultHTTP == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = n.vaultHTTP.Shutdown(ctx)
 }
 
 // VaultURL is the URL of the Vault API listener, or "" without one.
