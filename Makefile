@@ -4,6 +4,7 @@ TAGS      ?= nobadger,nomysql,nopgx
 STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 TEST_TIMEOUT ?= 20m
+BENCHTIME ?= 10s
 
 .PHONY: all build test fmt-check vet staticcheck unit bench tools run
 
@@ -33,8 +34,12 @@ unit:
 
 test: fmt-check vet staticcheck unit
 
+# bench: first every workload of the performance table on a durable
+# 3-node cluster over HTTPS (node/clusterbench_test.go), then the package
+# benchmarks.
 bench:
-	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchtime 3s ./...
+	$(GO) test -tags $(TAGS) -run '^$$' -bench '^BenchmarkCluster$$' -benchtime $(BENCHTIME) -timeout 30m ./node/
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -skip '^BenchmarkCluster$$' -benchtime 3s ./...
 
 run:
 	$(GO) run -tags $(TAGS) ./cmd/custos server --dev
