@@ -41,7 +41,10 @@ const (
 // run closed loops on keep-alive connections, each request going to the
 // next node in turn; a rate is operations over the loop's wall time. Any
 // failed request (a transport error or an answer other than 2xx, and for
-// ACME any error answer on the wire) fails the benchmark.
+// ACME any error answer on the wire) fails the benchmark. Besides the rate
+// and latencies, each reports the process's CPU time per operation
+// (cpu-ms/op: the three nodes and the clients together), which a busy
+// machine disturbs less than the rate.
 //
 // The nodes' goroutines carry the pprof label node=<id> (node1 starts as
 // the leader), so a CPU profile tells them apart:
@@ -393,4 +396,6 @@ func (cb *clusterBench) followerVsLeader(b *testing.B) {
 	b.ReportMetric(follower.rate()/leader.rate(), "follower/leader")
 	b.ReportMetric(leader.ms(0.5), "leader-p50-ms")
 	b.ReportMetric(follower.ms(0.5), "follower-p50-ms")
+	b.ReportMetric(leader.cpuMS(), "leader-cpu-ms/op")
+	b.ReportMetric(follower.cpuMS(), "follower-cpu-ms/op")
 }

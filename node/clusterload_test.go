@@ -124,6 +124,7 @@ func call(hc *http.Client, method, url, token string, body []byte) error {
 type load struct {
 	n       int
 	elapsed time.Duration
+	cpu     time.Duration   // the whole process's: nodes and clients
 	lat     []time.Duration // of the operations that succeeded, sorted
 	fails   int64
 	sample  []string
@@ -137,7 +138,7 @@ func closedLoop(workers, n int, op func(worker int) error) *load {
 	var mu sync.Mutex
 	var sample []string
 	var wg sync.WaitGroup
-	start := time.Now()
+	cpu, start := processCPU(), time.Now()
 	for w := range workers {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
@@ -155,7 +156,7 @@ func closedLoop(workers, n int, op func(worker int) error) *load {
 		})
 	}
 	wg.Wait()
-	l := &load{n: n, elapsed: time.Since(start), fails: fails.Load(), sample: sample}
+	l := &load{n: n, elapsed: time.Since(start), cpu: processCPU() - cpu, fails: fails.Load(), sample: sample}
 	for _, s := range lats {
 		l.lat = append(l.lat, s...)
 	}
@@ -167,6 +168,7 @@ func closedLoop(workers, n int, op func(worker int) error) *load {
 func (l *load) add(m *load) {
 	l.n += m.n
 	l.elapsed += m.elapsed
+	l.cpu += m.cpu
 	l.fails += m.fails
 	l.sample = append(l.sample, m.sample...)
 	l.lat = append(l.lat, m.lat...)
@@ -174,6 +176,11 @@ func (l *load) add(m *load) {
 }
 
 func (l *load) rate() float64 { return float64(l.n) / l.elapsed.Seconds() }
+
+// cpuMS is the process's CPU time per operation, in milliseconds: all
+// three nodes and the clients. Unlike the rate, it holds on a busy
+// machine.
+func (l *load) cpuMS() float64 { return float64(l.cpu.Microseconds()) / 1000 / float64(l.n) }
 
 // ms is the p-th quantile of the latencies, in milliseconds.
 func (l *load) ms(p float64) float64 {
@@ -193,14 +200,15 @@ func (l *load) check(b *testing.B) {
 }
 
 // report fails the benchmark if any operation failed, and reports the
-// rate over the loop's wall time in unit and the median and 99th
-// percentile latencies.
+// rate over the loop's wall time in unit, the median and 99th percentile
+// latencies, and the CPU time per operation.
 func (l *load) report(b *testing.B, unit string) {
 	b.Helper()
 	l.check(b)
 	b.ReportMetric(l.rate(), unit)
 	b.ReportMetric(l.ms(0.50), "p50-ms")
 	b.ReportMetric(l.ms(0.99), "p99-ms")
+	b.ReportMetric(l.cpuMS(), "cpu-ms/op")
 }
 
 // checkChain checks an ACME certificate for 127.0.0.1: it verifies to
