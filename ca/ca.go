@@ -165,11 +165,14 @@ type CA struct {
 	clock Clock
 	log   *slog.Logger
 	lints lint.Registry
+	// certLints and lintCfg are the registry's certificate lints and
+	// their configuration, taken once.
+	certLints []*lint.CertificateLint
+	lintCfg   lint.Configuration
 
 	mu       sync.Mutex
 	cached   *issuers
 	cachedAt time.Time
-	linters  sync.Map // issuer ID -> *linter
 
 	crlMu sync.Mutex // one CRL generation at a time on this node
 	crls  crlCache   // the DER of chunked CRLs read or made here
@@ -193,7 +196,7 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	}
 	return &CA{
 		cfg: cfg, store: cfg.Storage, kms: cfg.KMS, clock: cfg.Clock, log: cfg.Logger,
-		lints: reg,
+		lints: reg, certLints: reg.CertificateLints().Lints(), lintCfg: reg.GetConfiguration(),
 	}, nil
 }
 

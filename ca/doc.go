@@ -21,13 +21,15 @@
 // Sign and Issue check a request against a role (names, IP ranges, URI SANs
 // with SPIFFE patterns, key types and sizes, TTL) and refuse it, issuing
 // nothing, on any mismatch: a TTL over the role's maximum is an error, not
-// clamped. Then, as Boulder does, the certificate is built with a throwaway
-// lint signer of the issuer's key type, linted with zlint (see Lint for the
-// lints that run), and only if no lint reports an error is the identical
-// TBSCertificate signed by the issuer in the KMS. Every signature is checked
-// with the issuer's public key before anything is returned (certificates by
-// crypto/x509 itself, which also checks that the signer is the issuer's
-// key; CRLs and OCSP responses here), and every certificate is recorded.
+// clamped. Then crypto/x509 builds the TBSCertificate for the issuer, which
+// is linted with zlint (see Lint for the lints that run) under a
+// placeholder signature, and only if no lint reports an error are those
+// very bytes signed by the issuer in the KMS: one encoding and one
+// signature per certificate, and nothing signed that was not linted. Every
+// signature is checked with the issuer's public key before anything is
+// returned (certificates by the KMS, after checking that the signing key is
+// the issuer's; CRLs and OCSP responses here), and every certificate is
+// recorded.
 // Serial numbers are 128 random bits from crypto/rand. With Config.URLBase,
 // every leaf names its issuer's OCSP responder, certificate (caIssuers) and
 // CRL; SetURLs gives certificates built by the step-ca embedding the very

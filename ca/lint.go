@@ -3,10 +3,6 @@ package ca
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"fmt"
 	"slices"
@@ -47,14 +43,28 @@ func lintRegistry() (lint.Registry, error) {
 // lint at error or fatal level. Warnings and notices pass here; custos's
 // own templates are tested to raise none (see LintFindings).
 func (c *CA) Lint(cert *x509.Certificate) error {
-	f, err := c.LintFindings(cert)
+	zc, err := zx509.ParseCertificate(cert.Raw)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: lint: the certificate does not parse: %v", ErrInvalid, err)
 	}
-	if len(f.Errors) == 0 {
+	return c.lintErrors(zc)
+}
+
+// lintErrors is Lint over a parsed certificate. It runs the lints as
+// zlint.LintCertificateEx does, without building a result set for every
+// certificate.
+func (c *CA) lintErrors(zc *zx509.Certificate) error {
+	var errs []string
+	for _, l := range c.certLints {
+		if r := l.Execute(zc, c.lintCfg); r.Status == lint.Error || r.Status == lint.Fatal {
+			errs = append(errs, finding(l.Name, r))
+		}
+	}
+	if len(errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: the certificate fails lints: %s", ErrInvalid, strings.Join(f.Errors, ", "))
+	slices.Sort(errs)
+	return fmt.Errorf("%w: the certificate fails lints: %s", ErrInvalid, strings.Join(errs, ", "))
 }
 
 // Findings are the lints that did not pass, by level, sorted, each named
@@ -83,17 +93,22 @@ func (c *CA) LintCRLFindings(der []byte) (Findings, error) {
 	return findings(zlint.LintRevocationListEx(rl, c.lints)), nil
 }
 
+// finding names a lint that did not pass, with its details.
+func finding(name string, r *lint.LintResult) string {
+	if r.Details != "" {
+		name += " (" + r.Details + ")"
+	}
+	return name
+}
+
 func findings(rs *zlint.ResultSet) Findings {
 	var f Findings
 	for name, r := range rs.Results {
-		if r.Details != "" {
-			name += " (" + r.Details + ")"
-		}
 		switch r.Status {
 		case lint.Error, lint.Fatal:
-			f.Errors = append(f.Errors, name)
+			f.Errors = append(f.Errors, finding(name, r))
 		case lint.Warn:
-			f.Warnings = append(f.Warnings, name)
+			f.Warnings = append(f.Warnings, finding(name, r))
 		}
 	}
 	slices.Sort(f.Errors)
@@ -101,84 +116,35 @@ func findings(rs *zlint.ResultSet) Findings {
 	return f
 }
 
-// linter stands in for an issuer while a certificate is linted: a
-// throwaway key of the issuer's type and a certificate with the issuer's
-// subject and key identifier, so that a certificate it signs has the very
-// TBSCertificate the issuer will sign (Boulder's lint issuer).
-type linter struct {
-	issuer *x509.Certificate
-	key    crypto.Signer
-}
-
-func newLinter(real *x509.Certificate) (*linter, error) {
-	var key crypto.Signer
-	var err error
-	switch pub := real.PublicKey.(type) {
-	case *ecdsa.PublicKey:
-		key, err = ecdsa.GenerateKey(pub.Curve, rand.Reader)
-	case *rsa.PublicKey:
-		key, err = rsa.GenerateKey(rand.Reader, pub.N.BitLen())
-	case ed25519.PublicKey:
-		_, key, err = ed25519.GenerateKey(rand.Reader)
-	default:
-		return nil, fmt.Errorf("ca: lint issuer: unsupported issuer key %T", pub)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ca: lint issuer key: %w", err)
-	}
-	tmpl := *real
-	tmpl.PublicKey = key.Public()
-	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, key.Public(), key)
-	if err != nil {
-		return nil, fmt.Errorf("ca: lint issuer: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("ca: lint issuer: %w", err)
-	}
-	return &linter{issuer: cert, key: key}, nil
-}
-
-// linterFor returns the lint stand-in of iss, made once per issuer.
-func (c *CA) linterFor(iss *issuer) (*linter, error) {
-	if l, ok := c.linters.Load(iss.id); ok {
-		return l.(*linter), nil
-	}
-	l, err := newLinter(iss.cert)
-	if err != nil {
-		return nil, err
-	}
-	got, _ := c.linters.LoadOrStore(iss.id, l)
-	return got.(*linter), nil
-}
-
 // LintTemplate lints the certificate the active intermediate would sign
-// from tmpl for pub, made with the intermediate's lint stand-in: for paths
-// that build their own template (the step-ca embedding), to lint before
-// they sign. tmpl needs its serial number.
+// from tmpl for pub: for paths that build their own template (the step-ca
+// embedding), to lint before they sign. tmpl needs its serial number.
 func (c *CA) LintTemplate(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey) error {
 	set, err := c.issuers(ctx)
 	if err != nil {
 		return err
 	}
-	_, err = c.lintedCert(set.active, tmpl, pub)
+	_, err = c.lintTBS(set.active, tmpl, pub)
 	return err
 }
 
-// lintedCert signs tmpl for pub with iss's lint stand-in and lints the
-// result, which it returns.
-func (c *CA) lintedCert(iss *issuer, tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
-	l, err := c.linterFor(iss)
+// lintTBS builds the TBSCertificate iss signs from tmpl for pub, lints it
+// and returns it, ready to be signed.
+func (c *CA) lintTBS(iss *issuer, tmpl *x509.Certificate, pub crypto.PublicKey) (*tbsCertificate, error) {
+	tbs, err := buildTBS(tmpl, iss.cert, pub)
 	if err != nil {
 		return nil, err
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, l.issuer, pub, l.key)
+	der, err := tbs.lintCertificate()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, err
 	}
-	cert, err := x509.ParseCertificate(der)
+	zc, err := zx509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: lint: the certificate does not parse: %v", ErrInvalid, err)
 	}
-	return cert, c.Lint(cert)
+	if err := c.lintErrors(zc); err != nil {
+		return nil, err
+	}
+	return tbs, nil
 }
