@@ -39,19 +39,6 @@ type Cert struct {
 	Certificate      *x509.Certificate
 }
 
-// certRecord is a Cert as stored at tableCerts/serial.
-type certRecord struct {
-	Serial    string    `json:"serial"`
-	Issuer    string    `json:"issuer"`
-	Source    string    `json:"source"`
-	Role      string    `json:"role,omitempty"`
-	NotAfter  time.Time `json:"not_after"`
-	Recorded  time.Time `json:"recorded"`
-	RevokedAt time.Time `json:"revoked_at,omitzero"`
-	Reason    int       `json:"reason,omitempty"`
-	DER       []byte    `json:"der"`
-}
-
 // revEntry is the value of a rev/ index entry: what a CRL needs.
 type revEntry struct {
 	RevokedAt time.Time `json:"revoked_at"`
@@ -116,10 +103,11 @@ func (c *CA) Record(ctx context.Context, cert *x509.Certificate, source, role st
 
 func (c *CA) record(ctx context.Context, iss *issuer, cert *x509.Certificate, source, role string) error {
 	serial := serialString(cert.SerialNumber)
-	raw, err := json.Marshal(certRecord{
+	rec := certRecord{
 		Serial: serial, Issuer: iss.id, Source: source, Role: role,
 		NotAfter: cert.NotAfter.UTC(), Recorded: c.now(), DER: cert.Raw,
-	})
+	}
+	raw, err := rec.marshal()
 	if err != nil {
 		return err
 	}
@@ -135,8 +123,7 @@ func (c *CA) record(ctx context.Context, iss *issuer, cert *x509.Certificate, so
 		return fmt.Errorf("ca: record %s: %w", serial, err)
 	}
 	if !res.Succeeded {
-		var cur certRecord
-		if json.Unmarshal(res.Values[0], &cur) == nil && bytes.Equal(cur.DER, cert.Raw) {
+		if cur, err := unmarshalRecord(res.Values[0]); err == nil && bytes.Equal(cur.DER, cert.Raw) {
 			return nil
 		}
 		return fmt.Errorf("%w: serial %s is recorded for another certificate", ErrConflict, serial)
@@ -159,9 +146,9 @@ func checkLabel(kind, s string) error {
 
 // toCert turns a stored record into a Cert.
 func (c *CA) toCert(raw []byte, now time.Time) (Cert, error) {
-	var rec certRecord
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		return Cert{}, fmt.Errorf("ca: stored certificate: %w", err)
+	rec, err := unmarshalRecord(raw)
+	if err != nil {
+		return Cert{}, err
 	}
 	cert, err := x509.ParseCertificate(rec.DER)
 	if err != nil {
@@ -268,15 +255,18 @@ func (c *CA) Revoke(ctx context.Context, serial string, reason int) (Cert, error
 		if !found {
 			return Cert{}, fmt.Errorf("%w: no certificate with serial %s", ErrNotFound, s)
 		}
-		var rec certRecord
-		if err := json.Unmarshal(raw, &rec); err != nil {
-			return Cert{}, fmt.Errorf("ca: stored certificate: %w", err)
+		rec, err := unmarshalRecord(raw)
+		if err != nil {
+			return Cert{}, err
 		}
 		if !rec.RevokedAt.IsZero() {
 			return Cert{}, fmt.Errorf("%w: serial %s", ErrAlreadyRevoked, s)
 		}
 		rec.RevokedAt, rec.Reason = c.now(), reason
-		newRaw, _ := json.Marshal(rec)
+		newRaw, err := rec.marshal()
+		if err != nil {
+			return Cert{}, err
+		}
 		entry, _ := json.Marshal(revEntry{RevokedAt: rec.RevokedAt, Reason: reason, NotAfter: rec.NotAfter})
 		nonce := make([]byte, 16)
 		_, _ = rand.Read(nonce)

@@ -1,0 +1,123 @@
+package ca
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/custos-pki/custos/raftstore"
+)
+
+// A record round-trips through the binary form, which is smaller than the
+// JSON one earlier versions wrote.
+func TestCertRecordBinary(t *testing.T) {
+	c, _ := newTestCA(t)
+	got, err := c.Sign(bg, "web", csrFor(t, p256(t), "www.example.com", nil, nil), SignOptions{})
+	must(t, err)
+	now := time.Now().UTC().Truncate(time.Second)
+	for name, rec := range map[string]certRecord{
+		"valid":   {Serial: got.Serial, Issuer: "int-1", Source: "rest", Role: "web", NotAfter: got.Certificate.NotAfter, Recorded: now, DER: got.Certificate.Raw},
+		"revoked": {Serial: got.Serial, Issuer: "int-1", Source: "acme", NotAfter: got.Certificate.NotAfter, Recorded: now, RevokedAt: now.Add(time.Hour), Reason: 4, DER: got.Certificate.Raw},
+	} {
+		raw, err := rec.marshal()
+		must(t, err)
+		back, err := unmarshalRecord(raw)
+		must(t, err)
+		if back.Serial != rec.Serial || back.Issuer != rec.Issuer || back.Source != rec.Source || back.Role != rec.Role ||
+			!back.NotAfter.Equal(rec.NotAfter) || !back.Recorded.Equal(rec.Recorded) || !back.RevokedAt.Equal(rec.RevokedAt) ||
+			back.Reason != rec.Reason || !bytes.Equal(back.DER, rec.DER) {
+			t.Errorf("%s: %+v, want %+v", name, back, rec)
+		}
+		if js := jsonRecord(rec); len(raw) > len(js)*3/4 {
+			t.Errorf("%s: binary record %d bytes, JSON %d", name, len(raw), len(js))
+		}
+	}
+	for name, raw := range map[string][]byte{
+		"empty": {}, "unknown version": {0x02, 0}, "truncated": {recordV1, 3, 'a'}, "bad JSON": []byte("{"),
+	} {
+		if _, err := unmarshalRecord(raw); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
+	bad := certRecord{Serial: "01", RevokedAt: now, Reason: 300}
+	if _, err := bad.marshal(); err == nil {
+		t.Error("reason 300 encoded")
+	}
+}
+
+// jsonRecord is a record as earlier versions stored it, spelled out so that
+// the test keeps that format whatever certRecord's tags become.
+func jsonRecord(r certRecord) []byte {
+	s := fmt.Sprintf(`{"serial":%q,"issuer":%q,"source":%q,`, r.Serial, r.Issuer, r.Source)
+	if r.Role != "" {
+		s += fmt.Sprintf(`"role":%q,`, r.Role)
+	}
+	s += fmt.Sprintf(`"not_after":%q,"recorded":%q,`, r.NotAfter.Format(time.RFC3339), r.Recorded.Format(time.RFC3339))
+	if !r.RevokedAt.IsZero() {
+		s += fmt.Sprintf(`"revoked_at":%q,"reason":%d,`, r.RevokedAt.Format(time.RFC3339), r.Reason)
+	}
+	return []byte(s + fmt.Sprintf(`"der":%q}`, base64.StdEncoding.EncodeToString(r.DER)))
+}
+
+// Certificates recorded as JSON by earlier versions are still read,
+// listed, recognised when recorded again, and revoked.
+func TestCertRecordJSONStillRead(t *testing.T) {
+	c, _ := newTestCA(t)
+	got, err := c.Sign(bg, "web", csrFor(t, p256(t), "old.example.com", nil, nil), SignOptions{})
+	must(t, err)
+	recorded := c.now().Add(-time.Hour)
+	old := jsonRecord(certRecord{Serial: got.Serial, Issuer: "int-1", Source: "rest", Role: "web", NotAfter: got.Certificate.NotAfter, Recorded: recorded, DER: got.Certificate.Raw})
+	_, err = c.store.Txn(bg, []raftstore.Op{{Kind: raftstore.OpPut, Table: tableCerts, Key: []byte(got.Serial), Value: old}})
+	must(t, err)
+
+	cert, err := c.Get(bg, got.Serial)
+	must(t, err)
+	if !bytes.Equal(cert.Certificate.Raw, got.Certificate.Raw) || cert.Role != "web" || cert.Status != StatusValid || !cert.Recorded.Equal(recorded) {
+		t.Fatalf("old record read as %+v", cert)
+	}
+	if page, err := c.List(bg, Filter{SAN: "old.example.com"}); err != nil || len(page.Certs) != 1 {
+		t.Fatalf("List: %v %v", page, err)
+	}
+	must(t, c.Record(bg, got.Certificate, "rest", "web")) // the same certificate: a no-op
+	revoked, err := c.Revoke(bg, got.Serial, 1)
+	must(t, err)
+	if revoked.Status != StatusRevoked || !revoked.Recorded.Equal(recorded) {
+		t.Fatalf("revoked: %+v", revoked)
+	}
+	raw, err := c.store.Get(bg, tableCerts, []byte(got.Serial))
+	must(t, err)
+	if raw[0] != recordV1 {
+		t.Fatal("a revoked record is not rewritten in the binary form")
+	}
+	if cert, err = c.Get(bg, got.Serial); err != nil || cert.Status != StatusRevoked || cert.RevocationReason != 1 {
+		t.Fatalf("after revocation: %+v %v", cert, err)
+	}
+}
+
+// FuzzCertRecord feeds arbitrary stored bytes to the decoder: no panics,
+// and a binary record that decodes encodes back to the same bytes.
+func FuzzCertRecord(f *testing.F) {
+	now := time.Unix(1_800_000_000, 0).UTC()
+	for _, r := range []certRecord{
+		{Serial: "0a", Issuer: "int-1", Source: "rest", Role: "web", NotAfter: now, Recorded: now, DER: []byte{0x30, 0}},
+		{Serial: "0b", Issuer: "int-2", Source: "acme", NotAfter: now, Recorded: now, RevokedAt: now, Reason: 1, DER: []byte{0x30, 0}},
+	} {
+		raw, err := r.marshal()
+		must(f, err)
+		f.Add(raw)
+		f.Add(jsonRecord(r))
+	}
+	f.Add([]byte{recordV1})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		r, err := unmarshalRecord(raw)
+		if err != nil || raw[0] == '{' {
+			return
+		}
+		again, err := r.marshal()
+		if err != nil || !bytes.Equal(again, raw) {
+			t.Fatalf("decoded %+v, encodes to %x (%v), want %x", r, again, err, raw)
+		}
+	})
+}
