@@ -43,7 +43,9 @@
 // # Inventory and revocation
 //
 // Every certificate from every path (REST, ACME, the step API) is recorded
-// by serial with indexes by expiry, role and revocation. Revoking twice is a
+// by serial with indexes by expiry, role and revocation, its DER kept as it
+// is in a small binary record (records stored as JSON by earlier versions
+// are still read, and rewritten when revoked). Revoking twice is a
 // conflict (ErrAlreadyRevoked), as RFC 8555 "alreadyRevoked" is. Revoked
 // tells certificate login whether a client certificate was revoked here; a
 // certificate an issuer of this CA signed that the inventory does not hold
