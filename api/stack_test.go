@@ -58,7 +58,7 @@ type testStack struct {
 	auditPath string
 }
 
-func newTestStack(t *testing.T, opts stackOptions) *testStack {
+func newTestStack(t testing.TB, opts stackOptions) *testStack {
 	t.Helper()
 	ctx := context.Background()
 	must := func(err error) {
