@@ -56,6 +56,9 @@ func respond(w http.ResponseWriter, r *http.Request, resp any, err error) {
 		w.WriteHeader(http.StatusNoContent)
 	case isVault(r):
 		body, status := envelope(r, resp)
+		if env, ok := body.(*vaultResponse); ok {
+			reqState(r.Context()).auditResponse = env.auditFields()
+		}
 		writeJSON(w, cmp.Or(status, http.StatusOK), body)
 	default:
 		ok(w, resp)

@@ -35,6 +35,10 @@ type state struct {
 	caller   *auth.Token // nil when unauthenticated
 	vault    bool        // came in through the Vault API
 	after    func()      // runs once the response is audited and sent
+	// auditResponse, when set, is the response body as the audit log
+	// records it, handed over by the code that encoded it so that the
+	// body need not be decoded again.
+	auditResponse map[string]any
 }
 
 // afterResponse runs fn once the response has been audited and written:
@@ -290,7 +294,10 @@ func (s *Server) serveAudited(w http.ResponseWriter, r *http.Request, rt route, 
 	resp.Status = bw.status
 	resp.ErrorCode = reqState(r.Context()).errCode
 	resp.Latency = time.Since(reqState(r.Context()).start)
-	if strings.HasPrefix(w.Header().Get("Content-Type"), "application/json") {
+	switch st := reqState(r.Context()); {
+	case st.auditResponse != nil:
+		resp.Response = st.auditResponse
+	case strings.HasPrefix(w.Header().Get("Content-Type"), "application/json"):
 		resp.Response = jsonObject(bw.body.Bytes())
 	}
 	if err := svc.Audit.Log(resp); err != nil {

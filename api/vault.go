@@ -159,6 +159,50 @@ type vaultResponse struct {
 	status int
 }
 
+// auditFields is the envelope as the audit log records it, built from its
+// values so that the body is not decoded again: data, and the other fields
+// that say something, as Vault's audit devices leave empty ones out
+// (request_id is the entry's own). The audit Hasher treats these values as
+// those of the decoded body: it hashes every one not allowed in clear, and
+// converts any that is not a JSON type through encoding/json first.
+func (v *vaultResponse) auditFields() map[string]any {
+	m := make(map[string]any, 2)
+	if v.Data != nil {
+		m["data"] = auditValue(v.Data)
+	}
+	if v.LeaseID != "" {
+		m["lease_id"] = v.LeaseID
+	}
+	if v.Renewable {
+		m["renewable"] = true
+	}
+	if v.LeaseDuration != 0 {
+		m["lease_duration"] = v.LeaseDuration
+	}
+	if v.WrapInfo != nil {
+		m["wrap_info"] = v.WrapInfo
+	}
+	if len(v.Warnings) > 0 {
+		m["warnings"] = v.Warnings
+	}
+	if v.Auth != nil {
+		m["auth"] = v.Auth
+	}
+	if v.MountType != "" {
+		m["mount_type"] = v.MountType
+	}
+	return m
+}
+
+// auditValue returns data in the JSON types it encodes to where that is
+// cheap (a transit result), else data itself for the Hasher to convert.
+func auditValue(data any) any {
+	if res, ok := data.(vaultResult); ok {
+		return res.auditFields()
+	}
+	return data
+}
+
 // vaultRaw is an answer sent as it is, without the envelope (sys/health,
 // sys/seal-status, sys/leader), with its status (0: 200).
 type vaultRaw struct {

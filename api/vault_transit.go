@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -226,6 +227,27 @@ type vaultResult struct {
 	KeyVersion int    `json:"key_version,omitempty"`
 	Reference  string `json:"reference,omitempty"`
 	Error      string `json:"error,omitempty"`
+}
+
+// auditFields is v as encoding/json encodes and then decodes it (numbers
+// as json.Number), for the audit log.
+func (v vaultResult) auditFields() map[string]any {
+	m := make(map[string]any, 2)
+	for _, f := range [...]struct{ k, v string }{
+		{"ciphertext", v.Ciphertext}, {"plaintext", v.Plaintext}, {"signature", v.Signature},
+		{"hmac", v.HMAC}, {"reference", v.Reference}, {"error", v.Error},
+	} {
+		if f.v != "" {
+			m[f.k] = f.v
+		}
+	}
+	if v.Valid != nil {
+		m["valid"] = *v.Valid
+	}
+	if v.KeyVersion != 0 {
+		m["key_version"] = json.Number(strconv.Itoa(v.KeyVersion))
+	}
+	return m
 }
 
 // vaultCrypt serves one crypto operation: it turns the Vault request into
