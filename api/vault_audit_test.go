@@ -156,3 +156,27 @@ func TestVaultAudit(t *testing.T) {
 		t.Errorf("request_id logged again in the response: %v", resp(0))
 	}
 }
+
+// TestVaultEmptyBatch: an empty batch_input is refused, as Vault refuses
+// it ("missing batch input to process"), rather than taken for a single
+// item with no fields.
+func TestVaultEmptyBatch(t *testing.T) {
+	s := newTestStack(t, stackOptions{})
+	if _, err := s.kms.CreateKey(context.Background(), "app", kms.KeyOptions{Type: kms.TypeAES256GCM96}); err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []string{"encrypt", "decrypt", "rewrap", "sign", "verify", "hmac"} {
+		req, _ := http.NewRequest(http.MethodPost, s.url+VaultPrefix+"/v1/transit/"+op+"/app", strings.NewReader(`{"batch_input":[]}`))
+		req.Header.Set(vaultHeader, s.root)
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Errors []string }
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || err != nil || len(body.Errors) != 1 {
+			t.Errorf("%s with an empty batch: %d %v %v", op, resp.StatusCode, body, err)
+		}
+	}
+}

@@ -315,39 +315,27 @@ func (s *Server) vaultCrypt(op kms.BatchOp) func(r *http.Request, k *kms.KMS, na
 		switch op {
 		case kms.BatchEncrypt:
 			nr := &KMSEncryptRequest{Version: version}
-			for _, it := range items {
-				nr.BatchInput = append(nr.BatchInput, KMSEncryptItem{Plaintext: it.Plaintext, AssociatedData: it.AssociatedData})
-			}
-			if !isBatch {
-				nr.KMSEncryptItem, nr.BatchInput = nr.BatchInput[0], nil
-			}
+			nr.KMSEncryptItem, nr.BatchInput = nativeItems(items, isBatch, func(it vaultItem) KMSEncryptItem {
+				return KMSEncryptItem{Plaintext: it.Plaintext, AssociatedData: it.AssociatedData}
+			})
 			native, err = s.kmsEncrypt(r, k, name, nr)
 		case kms.BatchDecrypt, kms.BatchRewrap:
 			nr := &KMSDecryptRequest{Version: version}
-			for _, it := range items {
-				nr.BatchInput = append(nr.BatchInput, KMSDecryptItem{Ciphertext: it.Ciphertext, AssociatedData: it.AssociatedData})
-			}
-			if !isBatch {
-				nr.KMSDecryptItem, nr.BatchInput = nr.BatchInput[0], nil
-			}
+			nr.KMSDecryptItem, nr.BatchInput = nativeItems(items, isBatch, func(it vaultItem) KMSDecryptItem {
+				return KMSDecryptItem{Ciphertext: it.Ciphertext, AssociatedData: it.AssociatedData}
+			})
 			native, err = s.kmsDecrypt(op)(r, k, name, nr)
 		case kms.BatchSign, kms.BatchHMAC:
 			nr := &KMSSignRequest{Version: version, KMSSignOptions: opts}
-			for _, it := range items {
-				nr.BatchInput = append(nr.BatchInput, KMSSignItem{Input: it.Input})
-			}
-			if !isBatch {
-				nr.KMSSignItem, nr.BatchInput = nr.BatchInput[0], nil
-			}
+			nr.KMSSignItem, nr.BatchInput = nativeItems(items, isBatch, func(it vaultItem) KMSSignItem {
+				return KMSSignItem{Input: it.Input}
+			})
 			native, err = s.kmsSign(op)(r, k, name, nr)
 		default:
 			nr := &KMSVerifyRequest{KMSSignOptions: opts}
-			for _, it := range items {
-				nr.BatchInput = append(nr.BatchInput, KMSVerifyItem{Input: it.Input, Signature: it.Signature, HMAC: it.HMAC})
-			}
-			if !isBatch {
-				nr.KMSVerifyItem, nr.BatchInput = nr.BatchInput[0], nil
-			}
+			nr.KMSVerifyItem, nr.BatchInput = nativeItems(items, isBatch, func(it vaultItem) KMSVerifyItem {
+				return KMSVerifyItem{Input: it.Input, Signature: it.Signature, HMAC: it.HMAC}
+			})
 			native, err = s.kmsVerify(op)(r, k, name, nr)
 		}
 		if err != nil {
@@ -385,6 +373,20 @@ func (s *Server) vaultCrypt(op kms.BatchOp) func(r *http.Request, k *kms.KMS, na
 		}
 		return resp, nil
 	}
+}
+
+// nativeItems converts the items of a Vault request into the native
+// request's single item or, for a batch (even an empty one, which the
+// native handler refuses as Vault does), its batch.
+func nativeItems[T any](items []vaultItem, isBatch bool, conv func(vaultItem) T) (one T, batch []T) {
+	if !isBatch {
+		return conv(items[0]), nil
+	}
+	batch = make([]T, len(items))
+	for i, it := range items {
+		batch[i] = conv(it)
+	}
+	return one, batch
 }
 
 func toVaultResult(nr KMSResult, ref string, jws bool, ecdsaSize int) vaultResult {
