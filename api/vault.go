@@ -36,6 +36,11 @@ import (
 // of a KV v2 mount as secret/<mount>/<kind>/p, and auth/token/..., sys/...
 // as themselves.
 //
+// Audit: a Vault request is audited as a native one is. Its response entry
+// holds the envelope's data and those other fields that are not empty, as
+// Vault's audit devices record them, hashed by the same rules; it is built
+// from the values sent rather than by decoding the body again.
+//
 // Where custos differs from Vault: KV version 1 mounts, derived
 // (context) keys, convergent encryption and batch tokens are refused with
 // an error; a transit key is not created by its first encrypt; deleting a
