@@ -179,21 +179,29 @@ func TestConnectionCap(t *testing.T) {
 	newClient := func() *http.Client {
 		return &http.Client{Transport: s.client.Transport.(*http.Transport).Clone(), Timeout: 30 * time.Second}
 	}
+	// The server counts a connection closed only once it has seen it
+	// close: wait for its count before each step, so that a connection the
+	// stack's setup left behind does not shift the cap under load.
+	s.client.CloseIdleConnections()
+	waitConns(t, s, 0)
 	first := newClient()
 	if resp, raw := send(t, first, "GET", s.url+"/v1/no-such-route", nil, nil); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("first connection: %d %s", resp.StatusCode, raw)
 	}
+	waitConns(t, s, 1)
 	resp, raw := send(t, newClient(), "GET", s.url+"/v1/no-such-route", nil, nil)
 	wantRefusal(t, resp, raw, http.StatusServiceUnavailable, CodeUnavailable)
 	if !resp.Close {
 		t.Error("the connection over the cap was not closed")
 	}
+	waitConns(t, s, 1)
 	// Hold a second connection open without a request: a third is closed.
 	tcfg := s.client.Transport.(*http.Transport).TLSClientConfig.Clone()
 	held, err := tls.Dial("tcp", strings.TrimPrefix(s.url, "https://"), tcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitConns(t, s, 2)
 	req, _ := http.NewRequest("GET", s.url+"/v1/no-such-route", nil)
 	if resp, err := newClient().Do(req); err == nil {
 		resp.Body.Close()
@@ -234,4 +242,16 @@ func selfSigned(t *testing.T, name string) tls.Certificate {
 	}
 	leaf, _ := x509.ParseCertificate(der)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// waitConns waits until the server counts n open connections.
+func waitConns(t *testing.T, s *testStack, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.server.shed.conns.Load() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server counts %d open connections, want %d", s.server.shed.conns.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
