@@ -82,3 +82,72 @@ func benchPutN(b *testing.B, n, writers int, tune func(*Config), spreadOpt ...bo
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 }
+
+// BenchmarkLinearizableRead measures linearizable Gets of 256-byte values on
+// a 3-node cluster with 64 concurrent readers, all on the leader or all on
+// one follower. The follower sub-benchmark also reports its rate as a
+// fraction of the leader's measured just before it in the same run, which
+// is the figure that matters on a shared machine.
+func BenchmarkLinearizableRead(b *testing.B) {
+	c := newCluster(b, 3, nil)
+	mustCreateTable(b, c.node("node1"), "kv")
+	leader := c.waitLeader(settle)
+	const keys = 1024
+	value := make([]byte, 256)
+	for i := 0; i < keys; i++ {
+		if err := leader.Put(ctxT(b, settle), "kv", fmt.Appendf(nil, "key-%04d", i), value); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var follower *Store
+	for _, s := range c.live() {
+		if s != leader {
+			follower = s
+			break
+		}
+	}
+	var leaderRate float64
+	b.Run("leader", func(b *testing.B) {
+		leaderRate = benchReads(b, leader, 64, keys)
+	})
+	b.Run("follower", func(b *testing.B) {
+		rate := benchReads(b, follower, 64, keys)
+		if leaderRate > 0 {
+			b.ReportMetric(rate/leaderRate, "follower/leader")
+		}
+	})
+}
+
+func benchReads(b *testing.B, s *Store, readers, keys int) float64 {
+	var (
+		next  atomic.Int64
+		wg    sync.WaitGroup
+		fails atomic.Int64
+	)
+	b.ResetTimer()
+	start := time.Now()
+	for r := 0; r < readers; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				if _, err := s.Get(context.Background(), "kv", fmt.Appendf(nil, "key-%04d", i%int64(keys))); err != nil {
+					fails.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if n := fails.Load(); n > 0 {
+		b.Fatalf("%d reads failed", n)
+	}
+	rate := float64(b.N) / elapsed.Seconds()
+	b.ReportMetric(rate, "reads/s")
+	return rate
+}
