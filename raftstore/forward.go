@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -66,6 +67,8 @@ type forwarder struct {
 	idle map[string][]*fwdConn // by address
 	open map[net.Conn]struct{} // served connections, closed on shutdown
 	done chan struct{}
+
+	readIndexCalls atomic.Int64 // read-index requests sent, for tests
 }
 
 type fwdConn struct {
@@ -107,6 +110,9 @@ func (f *forwarder) call(ctx context.Context, addr, id string, kind byte, body [
 	fc, err := f.get(ctx, addr, id)
 	if err != nil {
 		return r, false, err
+	}
+	if kind == reqReadIndex {
+		f.readIndexCalls.Add(1)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = fc.c.SetDeadline(dl)

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -219,87 +218,6 @@ func (s *Store) applyLocal(ctx context.Context, c *command) (applyResult, error)
 	return s.batch.submit(ctx, c)
 }
 
-// readIndexLocal returns an index that covers every write acknowledged
-// before the call, after checking that this node is still the leader.
-func (s *Store) readIndexLocal(ctx context.Context) (uint64, error) {
-	for s.raft.State() == raft.Leader && s.readyTerm.Load() != s.raft.CurrentTerm() {
-		if err := s.pause(ctx); err != nil {
-			return 0, err
-		}
-	}
-	if s.raft.State() != raft.Leader {
-		return 0, ErrNotLeader
-	}
-	idx := s.raft.CommitIndex()
-	if err := s.verify.check(ctx); err != nil {
-		if errors.Is(err, ErrTimeout) || errors.Is(err, ErrClosed) {
-			return 0, err
-		}
-		return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
-	}
-	return idx, nil
-}
-
-// leaderCheck shares leadership checks among concurrent reads. Each read
-// joins the next check that has not started, so the check that answers it
-// begins after the read took its commit index; one check runs at a time.
-//
-// Besides saving heartbeats, this keeps hashicorp/raft from deadlocking:
-// every pending VerifyLeader future is sent back to Raft's main loop over a
-// channel of 64, by the heartbeat goroutines, with a blocking send. Under a
-// load of reads on a leader that shuts down, that channel fills and no
-// longer drains, the heartbeat goroutines block, and Shutdown waits for them
-// for ever.
-type leaderCheck struct {
-	s       *Store
-	mu      sync.Mutex
-	next    *checkRound // the round new reads join; nil when none waits
-	running bool
-}
-
-type checkRound struct {
-	done chan struct{}
-	err  error
-}
-
-func (c *leaderCheck) check(ctx context.Context) error {
-	c.mu.Lock()
-	if c.next == nil {
-		c.next = &checkRound{done: make(chan struct{})}
-	}
-	r := c.next
-	if !c.running {
-		c.running = true
-		go c.run()
-	}
-	c.mu.Unlock()
-	select {
-	case <-r.done:
-		return r.err
-	case <-ctx.Done():
-		return ErrTimeout
-	case <-c.s.closing:
-		return ErrClosed
-	}
-}
-
-// run answers rounds, one check each, until none waits.
-func (c *leaderCheck) run() {
-	for {
-		c.mu.Lock()
-		r := c.next
-		c.next = nil
-		if r == nil {
-			c.running = false
-			c.mu.Unlock()
-			return
-		}
-		c.mu.Unlock()
-		r.err = c.s.await(context.Background(), c.s.raft.VerifyLeader())
-		close(r.done)
-	}
-}
-
 // await waits for a Raft future until ctx ends or the store closes. Raft
 // never answers a future that is still queued when it shuts down, so
 // waiting on Error alone can block for ever; the goroutine left waiting on
@@ -315,25 +233,6 @@ func (s *Store) await(ctx context.Context, f raft.Future) error {
 	case <-s.closing:
 		return ErrClosed
 	}
-}
-
-// linearize waits until this node's state holds every write acknowledged
-// before the call: the leader confirms its leadership and commit index, and
-// the state machine here catches up to it.
-func (s *Store) linearize(ctx context.Context) error {
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	r, err := s.onLeader(ctx, leaderOp{kind: reqReadIndex, local: func(ctx context.Context) (applyResult, error) {
-		idx, err := s.readIndexLocal(ctx)
-		return applyResult{Res: TxnResult{Index: idx}}, err
-	}})
-	if err == nil {
-		err = r.Err
-	}
-	if err != nil {
-		return err
-	}
-	return s.fsm.waitApplied(ctx, r.Res.Index)
 }
 
 func checkRead(table string, key []byte) error {

@@ -119,7 +119,8 @@ type Store struct {
 	batch     *batcher
 
 	readyTerm atomic.Uint64 // term in which this leader's no-op was applied
-	verify    leaderCheck
+	verify    *rounds // the leader's shared leadership checks
+	readIndex *rounds // a follower's shared read-index requests
 	notifyCh  chan bool
 	observeCh chan raft.Observation
 	observer  *raft.Observer
@@ -239,7 +240,8 @@ func (s *Store) open() error {
 		return false
 	})
 	s.raft.RegisterObserver(s.observer)
-	s.verify.s = s
+	s.verify = newRounds(s.closing, s.verifyLeader)
+	s.readIndex = newRounds(s.closing, s.readIndexRemote)
 	s.mux.admit.Store(&admitFunc{s.mayConnect})
 	s.fwd = newForwarder(s)
 	s.batch = newBatcher(s)
