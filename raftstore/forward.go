@@ -132,6 +132,12 @@ func (f *forwarder) call(ctx context.Context, addr, id string, kind byte, body [
 		fc.c.Close()
 		return r, true, err
 	}
+	if errors.Is(r.Err, ErrClosed) {
+		// The leader is shutting down, not this node: another leader
+		// will take the request (a write carries its request ID, so it
+		// is applied once however often it is sent).
+		r.Err = fmt.Errorf("%w: the leader is shutting down", ErrNotLeader)
+	}
 	f.put(addr, fc)
 	return r, true, nil
 }
