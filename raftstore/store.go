@@ -119,8 +119,8 @@ type Store struct {
 	batch     *batcher
 
 	readyTerm atomic.Uint64 // term in which this leader's no-op was applied
-	verify    *rounds // the leader's shared leadership checks
-	readIndex *rounds // a follower's shared read-index requests
+	verify    *rounds       // the leader's shared leadership checks
+	readIndex *rounds       // a follower's shared read-index requests
 	notifyCh  chan bool
 	observeCh chan raft.Observation
 	observer  *raft.Observer
