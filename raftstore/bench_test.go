@@ -14,27 +14,28 @@ import (
 // cluster (fsync on, production timeouts) with 64 concurrent writers and
 // 256-byte values. "leader" sends every write to the leader; "any-node"
 // spreads writers over all three nodes, as clients behind a load balancer
-// do, so two thirds of the writes are forwarded.
+// do, so two thirds of the writes are forwarded; "follower" sends every
+// write to one follower, which forwards them all, and reports how many
+// connections it dialed to the leader per write.
 func BenchmarkReplicatedPut(b *testing.B) {
-	for _, mode := range []string{"leader", "any-node"} {
-		b.Run(mode, func(b *testing.B) { benchPut(b, 64, mode == "any-node") })
+	for _, mode := range []string{"leader", "any-node", "follower"} {
+		b.Run(mode, func(b *testing.B) { benchPut(b, 64, mode) })
 	}
-	b.Run("single-writer", func(b *testing.B) { benchPut(b, 1, false) })
+	b.Run("single-writer", func(b *testing.B) { benchPut(b, 1, "leader") })
 }
 
-func benchPut(b *testing.B, writers int, spread bool) {
-	benchPutN(b, 3, writers, nil, spread)
-}
-
-func benchPutN(b *testing.B, n, writers int, tune func(*Config), spreadOpt ...bool) {
-	spread := len(spreadOpt) > 0 && spreadOpt[0]
-	c := newCluster(b, n, tune)
+func benchPut(b *testing.B, writers int, mode string) {
+	c := newCluster(b, 3, nil)
 	mustCreateTable(b, c.node("node1"), "kv")
 	leader := c.waitLeader(settle)
 	nodes := []*Store{leader}
-	if spread {
+	switch mode {
+	case "any-node":
 		nodes = c.live()
+	case "follower":
+		nodes = c.followers(leader)[:1]
 	}
+	dials := nodes[0].fwd.dials.Load()
 	value := make([]byte, 256)
 	var (
 		next  atomic.Int64
@@ -81,6 +82,9 @@ func benchPutN(b *testing.B, n, writers int, tune func(*Config), spreadOpt ...bo
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "writes/s")
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
+	if mode == "follower" {
+		b.ReportMetric(float64(nodes[0].fwd.dials.Load()-dials)/float64(b.N), "dials/write")
+	}
 }
 
 // BenchmarkLinearizableRead measures linearizable Gets of 256-byte values on

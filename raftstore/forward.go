@@ -69,6 +69,7 @@ type forwarder struct {
 	done chan struct{}
 
 	readIndexCalls atomic.Int64 // read-index requests sent, for tests
+	dials          atomic.Int64 // connections dialed, for tests
 }
 
 type fwdConn struct {
@@ -156,6 +157,7 @@ func (f *forwarder) get(ctx context.Context, addr, id string) (*fwdConn, error) 
 		fc.c.Close()
 	}
 	f.mu.Unlock()
+	f.dials.Add(1)
 	c, err := f.s.mux.dialPeer(ctx, addr, id, connForward)
 	if err != nil {
 		return nil, err
