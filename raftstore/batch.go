@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
@@ -45,6 +46,8 @@ type batcher struct {
 	s    *Store
 	in   chan *pendingCmd
 	slot chan struct{}
+
+	batches atomic.Int64 // batches proposed, for tests and benchmarks
 }
 
 func newBatcher(s *Store) *batcher {
@@ -76,6 +79,7 @@ func (b *batcher) run() {
 				break drain
 			}
 		}
+		b.batches.Add(1)
 		go func() {
 			defer func() { <-b.slot }()
 			b.apply(batch)
