@@ -3,22 +3,18 @@ package raftstore
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
 )
 
-// Requests a node sends to the leader over the cluster port. Each frame is
-// uvarint(length) || kind(1) || body; each answer is one frame holding an
-// encoded applyResult.
+// Requests a node sends to the leader over the cluster port (see fwdconn.go
+// for the framing). Each answer holds an encoded applyResult.
 const (
 	reqWrite       byte = 'W' // body: an encoded command
 	reqReadIndex   byte = 'I' // body: empty; answer: Res.Index
@@ -28,61 +24,31 @@ const (
 	reqPromote     byte = 'P' // body: the proof for Config.Admit
 )
 
-const maxFrame = 6 << 20
-
-func writeFrame(w *bufio.Writer, kind byte, body []byte) error {
-	var hdr [binary.MaxVarintLen64 + 1]byte
-	n := binary.PutUvarint(hdr[:], uint64(len(body)+1))
-	hdr[n] = kind
-	if _, err := w.Write(hdr[:n+1]); err != nil {
-		return err
-	}
-	if _, err := w.Write(body); err != nil {
-		return err
-	}
-	return w.Flush()
-}
-
-func readFrame(r *bufio.Reader) (byte, []byte, error) {
-	n, err := binary.ReadUvarint(r)
-	if err != nil {
-		return 0, nil, err
-	}
-	if n == 0 || n > maxFrame {
-		return 0, nil, fmt.Errorf("%w: frame of %d bytes", ErrMalformed, n)
-	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return 0, nil, err
-	}
-	return buf[0], buf[1:], nil
-}
+// maxServedPerConn bounds the requests of one connection served at once;
+// past it the server stops reading until one is answered.
+const maxServedPerConn = maxBatchCommands
 
 // forwarder carries requests from followers to the leader and serves them
-// on the leader.
+// on the leader. A node keeps one connection to each peer it forwards to
+// and sends every request over it, however many are in flight.
 type forwarder struct {
 	s *Store
 
-	mu   sync.Mutex
-	idle map[string][]*fwdConn // by address
-	open map[net.Conn]struct{} // served connections, closed on shutdown
-	done chan struct{}
+	mu      sync.Mutex
+	conns   map[string]*fwdConn      // by address
+	dialing map[string]chan struct{} // closed when the dial to the address ends
+	open    map[net.Conn]struct{}    // served connections, closed on shutdown
+	done    chan struct{}
 
 	readIndexCalls atomic.Int64 // read-index requests sent, for tests
 	dials          atomic.Int64 // connections dialed, for tests
 }
 
-type fwdConn struct {
-	c  net.Conn
-	id string
-	r  *bufio.Reader
-	w  *bufio.Writer
-}
-
-const maxIdlePerPeer = 32
-
 func newForwarder(s *Store) *forwarder {
-	return &forwarder{s: s, idle: map[string][]*fwdConn{}, open: map[net.Conn]struct{}{}, done: make(chan struct{})}
+	return &forwarder{
+		s: s, conns: map[string]*fwdConn{}, dialing: map[string]chan struct{}{},
+		open: map[net.Conn]struct{}{}, done: make(chan struct{}),
+	}
 }
 
 func (f *forwarder) close() {
@@ -94,12 +60,10 @@ func (f *forwarder) close() {
 	default:
 	}
 	close(f.done)
-	for _, conns := range f.idle {
-		for _, c := range conns {
-			c.c.Close()
-		}
+	for _, fc := range f.conns {
+		fc.fail(ErrClosed)
 	}
-	f.idle = map[string][]*fwdConn{}
+	f.conns = map[string]*fwdConn{}
 	for c := range f.open {
 		c.Close()
 	}
@@ -115,22 +79,12 @@ func (f *forwarder) call(ctx context.Context, addr, id string, kind byte, body [
 	if kind == reqReadIndex {
 		f.readIndexCalls.Add(1)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = fc.c.SetDeadline(dl)
-	} else {
-		_ = fc.c.SetDeadline(time.Now().Add(f.s.cfg.ApplyTimeout))
-	}
-	if err := writeFrame(fc.w, kind, body); err != nil {
-		fc.c.Close()
-		return r, true, err
-	}
-	_, resp, err := readFrame(fc.r)
+	resp, sent, err := fc.roundTrip(ctx, kind, body)
 	if err != nil {
-		fc.c.Close()
-		return r, true, err
+		return r, sent, err
 	}
 	if r, err = decodeResult(resp); err != nil {
-		fc.c.Close()
+		fc.fail(err)
 		return r, true, err
 	}
 	if errors.Is(r.Err, ErrClosed) {
@@ -139,47 +93,70 @@ func (f *forwarder) call(ctx context.Context, addr, id string, kind byte, body [
 		// is applied once however often it is sent).
 		r.Err = fmt.Errorf("%w: the leader is shutting down", ErrNotLeader)
 	}
-	f.put(addr, fc)
 	return r, true, nil
 }
 
+// get returns the connection to the node id at addr, dialing it if there
+// is none; concurrent callers wait for one dial.
 func (f *forwarder) get(ctx context.Context, addr, id string) (*fwdConn, error) {
-	f.mu.Lock()
-	conns := f.idle[addr]
-	for len(conns) > 0 {
-		fc := conns[len(conns)-1]
-		conns = conns[:len(conns)-1]
-		f.idle[addr] = conns
-		if fc.id == id {
+	for {
+		f.mu.Lock()
+		select {
+		case <-f.done:
 			f.mu.Unlock()
-			return fc, nil
+			return nil, ErrClosed
+		default:
 		}
-		fc.c.Close()
+		if fc := f.conns[addr]; fc != nil {
+			if fc.peer == id && !fc.failed() {
+				f.mu.Unlock()
+				return fc, nil
+			}
+			delete(f.conns, addr)
+			fc.fail(fmt.Errorf("%w: %s is no longer %s", ErrNotLeader, addr, fc.peer))
+		}
+		if wait, ok := f.dialing[addr]; ok {
+			f.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ErrTimeout
+			}
+		}
+		wait := make(chan struct{})
+		f.dialing[addr] = wait
+		f.mu.Unlock()
+		return f.dial(ctx, addr, id, wait)
 	}
-	f.mu.Unlock()
+}
+
+func (f *forwarder) dial(ctx context.Context, addr, id string, wait chan struct{}) (*fwdConn, error) {
 	f.dials.Add(1)
 	c, err := f.s.mux.dialPeer(ctx, addr, id, connForward)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.dialing, addr)
+	close(wait)
 	if err != nil {
 		return nil, err
 	}
-	return &fwdConn{c: c, id: id, r: bufio.NewReader(c), w: bufio.NewWriter(c)}, nil
-}
-
-func (f *forwarder) put(addr string, fc *fwdConn) {
-	_ = fc.c.SetDeadline(time.Time{})
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	select {
 	case <-f.done:
-		fc.c.Close()
-		return
+		c.Close()
+		return nil, ErrClosed
 	default:
 	}
-	if len(f.idle[addr]) >= maxIdlePerPeer {
-		fc.c.Close()
-		return
-	}
-	f.idle[addr] = append(f.idle[addr], fc)
+	fc := newFwdConn(c, id, f.s.cfg.ApplyTimeout)
+	f.conns[addr] = fc
+	go fc.readLoop(func() {
+		f.mu.Lock()
+		if f.conns[addr] == fc {
+			delete(f.conns, addr)
+		}
+		f.mu.Unlock()
+	})
+	return fc, nil
 }
 
 // serve accepts forwarded requests until the store closes.
@@ -205,27 +182,44 @@ func (f *forwarder) serve() {
 	}
 }
 
+// serveConn serves the requests of one connection, each in its own
+// goroutine, so that the writes of many clients of a follower join the
+// leader's batches together.
 func (f *forwarder) serveConn(c net.Conn) {
+	w := newFrameWriter(c, f.s.cfg.ApplyTimeout)
 	defer func() {
+		w.stop()
 		c.Close()
 		f.mu.Lock()
 		delete(f.open, c)
 		f.mu.Unlock()
 	}()
 	peer := peerID(c)
-	r, w := bufio.NewReader(c), bufio.NewWriter(c)
+	r := bufio.NewReader(c)
+	slots := make(chan struct{}, maxServedPerConn)
+	ctx := context.Background()
 	for {
-		kind, body, err := readFrame(r)
+		req, err := readFrame(r)
+		if err == nil && req.id == 0 {
+			err = fmt.Errorf("%w: request ID 0", ErrMalformed)
+		}
 		if err != nil {
 			if errors.Is(err, ErrMalformed) {
-				_ = writeFrame(w, 0, encodeResult(applyResult{Err: err}))
+				_ = w.send(ctx, frame{kind: ansResult, body: encodeResult(applyResult{Err: err}), last: true})
+				<-w.done
 			}
 			return
 		}
-		res := f.handle(peer, kind, body)
-		if err := writeFrame(w, 0, encodeResult(res)); err != nil {
+		select {
+		case slots <- struct{}{}:
+		case <-w.done:
 			return
 		}
+		go func() {
+			defer func() { <-slots }()
+			res := f.handle(peer, req.kind, req.body)
+			_ = w.send(ctx, frame{kind: ansResult, id: req.id, body: encodeResult(res)})
+		}()
 	}
 }
 

@@ -57,11 +57,31 @@ func FuzzDecodeResult(f *testing.F) {
 }
 
 func FuzzReadFrame(f *testing.F) {
-	f.Add([]byte{3, 'W', 1, 2})
+	f.Add([]byte{4, 'W', 1, 1, 2})
+	f.Add([]byte{5, 0, 0x80, 0x01, 'o', 'k'})
+	f.Add([]byte{1, 'W'})
+	f.Add([]byte{2, 'W', 0x80})
 	f.Add([]byte{})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x7f})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _, _ = readFrame(bufioReader(data))
+		fr, err := readFrame(bufioReader(data))
+		if err != nil {
+			return
+		}
+		// What reads writes back to a frame that reads the same.
+		var buf bytes.Buffer
+		w := bufio.NewWriter(&buf)
+		if err := writeFrame(w, fr); err != nil {
+			t.Fatal(err)
+		}
+		_ = w.Flush()
+		again, err := readFrame(bufioReader(buf.Bytes()))
+		if err != nil {
+			t.Fatalf("a frame written back does not read: %v", err)
+		}
+		if again.kind != fr.kind || again.id != fr.id || !bytes.Equal(again.body, fr.body) {
+			t.Fatalf("frame changed: %+v, then %+v", fr, again)
+		}
 	})
 }
 

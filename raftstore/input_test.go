@@ -147,11 +147,11 @@ func TestMalformedForwardedCommand(t *testing.T) {
 		w := bufio.NewWriter(conn)
 		w.Write([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}) // a uvarint far over maxFrame
 		w.Flush()
-		_, resp, err := readFrame(bufio.NewReader(conn))
+		resp, err := readFrame(bufio.NewReader(conn))
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := decodeResult(resp)
+		r, err := decodeResult(resp.body)
 		if err != nil || !errors.Is(r.Err, ErrMalformed) {
 			t.Fatalf("got %v / %v, want ErrMalformed", r.Err, err)
 		}

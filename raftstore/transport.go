@@ -40,7 +40,7 @@ func (m TLSMaterial) validate(id string) error {
 // Connection kinds: the first byte a dialer writes after the handshake.
 const (
 	connRaft    byte = 'R'
-	connForward byte = 'F'
+	connForward byte = 'M' // multiplexed forwarding; the one-request-at-a-time 'F' is gone
 )
 
 // DialFunc opens a plain TCP connection; the store adds TLS on top. Tests use
