@@ -1,9 +1,14 @@
 package raftstore
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // A follower sends every forwarded request over one connection to the
@@ -46,5 +51,45 @@ func TestForwardedWritesShareOneConnectionAndJoinBatches(t *testing.T) {
 	}
 	if b == 0 || b > writers*each/4 {
 		t.Errorf("%d forwarded writes took %d batches; want at least 4 writes a batch", writers*each, b)
+	}
+}
+
+// A request that times out on a connection that has answered nothing since
+// it was sent closes the connection: the peer, or the path to it, may be
+// gone, and the requests after it must not wait on it too.
+func TestSilentForwardConnectionIsDropped(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(io.Discard, c) // reads every request, answers none
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := newFwdConn(c, "peer", time.Minute)
+	gone := make(chan struct{})
+	go fc.readLoop(func() { close(gone) })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, sent, err := fc.roundTrip(ctx, reqReadIndex, nil)
+	if !errors.Is(err, ErrTimeout) || !sent {
+		t.Fatalf("got sent=%v, %v; want a sent request that timed out", sent, err)
+	}
+	select {
+	case <-gone:
+	case <-time.After(settle):
+		t.Fatal("the silent connection is still open")
+	}
+	if _, sent, err := fc.roundTrip(context.Background(), reqReadIndex, nil); err == nil || sent {
+		t.Fatalf("a request on the dropped connection: sent=%v, %v", sent, err)
 	}
 }
