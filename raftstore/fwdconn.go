@@ -93,6 +93,9 @@ func (fw *frameWriter) run() {
 		case <-fw.done:
 			return
 		}
+		// The deadline covers every write of the batch, including those
+		// bufio makes before the flush when the buffer fills.
+		_ = fw.c.SetWriteDeadline(time.Now().Add(fw.timeout))
 		last := f.last
 		err := writeFrame(w, f)
 	more:
@@ -106,7 +109,6 @@ func (fw *frameWriter) run() {
 			}
 		}
 		if err == nil {
-			_ = fw.c.SetWriteDeadline(time.Now().Add(fw.timeout))
 			err = w.Flush()
 		}
 		if err != nil || last {
