@@ -137,8 +137,11 @@ func (s *Store) readIndexRemote() (uint64, error) {
 // the state machine here catches up to it. It retries while there is no
 // leader or the leader moves, until ctx (or the apply timeout) ends.
 func (s *Store) linearize(ctx context.Context) error {
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+		defer cancel()
+	}
 	for {
 		var (
 			idx uint64
