@@ -232,3 +232,9 @@ func problem(t testing.TB, resp *http.Response, body []byte, status int, typ str
 		t.Errorf("problem %s (%v), want type %s", body, err, typ)
 	}
 }
+
+// sameAccount is another client of c's account: its own HTTP connections
+// and nonces, the same key and account URL.
+func (e *env) sameAccount(c *acme.Client) *acme.Client {
+	return &acme.Client{Key: c.Key, KID: c.KID, DirectoryURL: e.directory(), HTTPClient: e.ts.Client()}
+}
