@@ -32,8 +32,9 @@ type CollectStats struct {
 // that were made more than olderThan ago; step-ca never does
 // (smallstep/certificates#159, #473). Accounts and certificates are kept:
 // revocation looks certificates up by serial. An order leaves its account's
-// order index under the account's lock, so it cannot race a request of that
-// account. Run it on the leader, now and then (it reads the tables whole).
+// order index (OrderIndexTable, and step's old index record with
+// compare-and-swap) with it. Run it on the leader, now and then (it reads
+// the tables whole).
 func (s *Server) Collect(ctx context.Context, olderThan time.Duration) (CollectStats, error) {
 	var st CollectStats
 	cutoff := s.cfg.Clock.Now().Add(-olderThan)
@@ -109,20 +110,37 @@ func (s *Server) Collect(ctx context.Context, olderThan time.Duration) (CollectS
 }
 
 // dropOrders removes orders from their account's order index and deletes
-// them, under the account's lock.
+// them.
 func (s *Server) dropOrders(ctx context.Context, accountID string, ids []string) error {
-	defer s.locks.lock(accountID)()
+	if err := s.dropLegacyIndex(ctx, accountID, ids); err != nil {
+		return err
+	}
+	ops := make([]raftstore.Op, 0, 2*len(ids))
+	for _, id := range ids {
+		ops = append(ops,
+			raftstore.Op{Kind: raftstore.OpDelete, Table: OrderIndexTable, Key: []byte(accountID + "/" + id)},
+			raftstore.Op{Kind: raftstore.OpDelete, Table: TablePrefix + bucketOrders, Key: []byte(id)})
+	}
+	return s.applyChunks(ctx, ops)
+}
+
+// dropLegacyIndex removes ids from step's order index record of the
+// account, which custos no longer writes but step's order list may still
+// shrink: a compare-and-swap, read again if it changed.
+func (s *Server) dropLegacyIndex(ctx context.Context, accountID string, ids []string) error {
 	table, key := TablePrefix+bucketOrderIndex, []byte(accountID)
 	drop := map[string]bool{}
 	for _, id := range ids {
 		drop[id] = true
 	}
-	old, err := s.cfg.Storage.Get(ctx, table, key)
-	switch {
-	case errors.Is(err, raftstore.ErrNotFound):
-	case err != nil:
-		return fmt.Errorf("stepca: collect: order index: %w", err)
-	default:
+	for range maxUpdateAttempts {
+		old, err := s.cfg.Storage.Get(ctx, table, key)
+		switch {
+		case errors.Is(err, raftstore.ErrNotFound):
+			return nil
+		case err != nil:
+			return fmt.Errorf("stepca: collect: order index: %w", err)
+		}
 		var idx []string
 		if err := json.Unmarshal(old, &idx); err != nil {
 			return fmt.Errorf("stepca: collect: order index of %s: %w", accountID, err)
@@ -133,28 +151,25 @@ func (s *Server) dropOrders(ctx context.Context, accountID string, ids []string)
 				keep = append(keep, id)
 			}
 		}
-		if len(keep) < len(idx) {
-			// Step writes no index for an account without pending orders.
-			op := raftstore.Op{Kind: raftstore.OpCAS, Table: table, Key: key, Old: old, Delete: len(keep) == 0}
-			if len(keep) > 0 {
-				if op.Value, err = json.Marshal(keep); err != nil {
-					return err
-				}
-			}
-			res, err := s.cfg.Storage.Txn(ctx, []raftstore.Op{op})
-			if err != nil {
-				return fmt.Errorf("stepca: collect: order index: %w", err)
-			}
-			if !res.Succeeded {
-				return fmt.Errorf("stepca: collect: order index of %s changed under the account lock", accountID)
+		if len(keep) == len(idx) {
+			return nil
+		}
+		// Step writes no index for an account without pending orders.
+		op := raftstore.Op{Kind: raftstore.OpCAS, Table: table, Key: key, Old: old, Delete: len(keep) == 0}
+		if len(keep) > 0 {
+			if op.Value, err = json.Marshal(keep); err != nil {
+				return err
 			}
 		}
+		res, err := s.cfg.Storage.Txn(ctx, []raftstore.Op{op})
+		if err != nil {
+			return fmt.Errorf("stepca: collect: order index: %w", err)
+		}
+		if res.Succeeded {
+			return nil
+		}
 	}
-	ops := make([]raftstore.Op, len(ids))
-	for i, id := range ids {
-		ops[i] = raftstore.Op{Kind: raftstore.OpDelete, Table: TablePrefix + bucketOrders, Key: []byte(id)}
-	}
-	return s.applyChunks(ctx, ops)
+	return fmt.Errorf("stepca: collect: order index of %s kept changing", accountID)
 }
 
 // applyChunks applies ops in transactions of at most 512 operations.

@@ -38,6 +38,9 @@ func TestCollect(t *testing.T) {
 	if st, err := e.srv.Collect(ctx, 0); err != nil || st != (CollectStats{}) {
 		t.Fatalf("Collect of nothing old: %+v, %v", st, err)
 	}
+	if n := e.tableRows(t, OrderIndexTable); n != 1 {
+		t.Errorf("%d order index entries, want the pending order's", n)
+	}
 
 	e.clock.Advance(25 * time.Hour) // orders expire after 24h
 	st, err := e.srv.Collect(ctx, time.Hour)
@@ -51,6 +54,9 @@ func TestCollect(t *testing.T) {
 		if n := e.rows(t, b); n != 0 {
 			t.Errorf("%s has %d rows left", b, n)
 		}
+	}
+	if n := e.tableRows(t, OrderIndexTable); n != 0 {
+		t.Errorf("%s has %d rows left", OrderIndexTable, n)
 	}
 
 	// The account lists its orders, orders anew, and revokes what it holds.

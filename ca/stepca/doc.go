@@ -30,8 +30,16 @@
 //   - ACME requests are rate-limited per account and per client address
 //     (RateLimits): rateLimited with Retry-After, nothing charged for a
 //     request that creates nothing;
-//   - an account's ACME requests run one at a time on the serving node, so
-//     concurrent orders do not fail on step-ca's compare-and-swap writes;
+//   - the ACME requests of one account run concurrently (cert-manager,
+//     Caddy and Traefik share one account per issuer): only requests on
+//     one object (an order, an authorization and its challenges, an
+//     account) wait for each other on the serving node. A new order is
+//     one storage transaction (its challenges, authorizations, order and
+//     an entry of the account's order index, OrderIndexTable), costs no
+//     read of the account's other orders, and a finalisation writes the
+//     ACME certificate with the order. Orders and authorizations only move
+//     forward: updates are compare-and-swaps, and one computed from a
+//     stale read is not written. The order list shows pending orders;
 //   - Collect deletes expired orders, authorizations and challenges;
 //   - ACME provisioners are named, stored through the barrier and served at
 //     /acme/<name>/directory by every node as soon as it applied a change

@@ -137,12 +137,6 @@ func (n *nonces) use(s string) error {
 	return nil
 }
 
-// acmeDB is step's ACME database with the nonces kept out of it.
-type acmeDB struct {
-	acme.DB
-	nonces *nonces
-}
-
 // CreateNonce returns a stateless nonce.
 func (d *acmeDB) CreateNonce(context.Context) (acme.Nonce, error) {
 	s, err := d.nonces.create()

@@ -192,7 +192,7 @@ type newOrder struct {
 // request whose JWS verifies with the key of an account of that
 // provisioner is judged: anything else goes to step-ca, which refuses it,
 // so the policy cannot be probed without an account. The body was capped
-// by serialise.
+// by lockObject.
 func (s *Server) orderPolicy(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || path.Base(r.URL.Path) != "new-order" {

@@ -98,8 +98,8 @@ type acmeLimits struct {
 }
 
 // newACMELimits makes the limiters of s.cfg.RateLimits. Their middleware
-// runs after serialise, which has read the body and holds the account's
-// lock.
+// runs after lockObject, which has read the body and holds the lock of
+// the request's object.
 func (s *Server) newACMELimits() *acmeLimits {
 	rl := s.cfg.RateLimits
 	mk := func(l ratelimit.Limit) *ratelimit.Limiter {
@@ -254,6 +254,9 @@ func acmeKind(r *http.Request) string {
 // which buckets to check or to charge, and a charge is refunded unless
 // step-ca, having verified the signature, creates the resource.
 func accountOf(r *http.Request) string {
+	if account, ok := r.Context().Value(kidKey{}).(string); ok {
+		return account
+	}
 	body, err := io.ReadAll(r.Body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	if err != nil {

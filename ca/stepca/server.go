@@ -33,7 +33,7 @@ type Server struct {
 	client  *validator
 	linker  acme.Linker
 	baseURL *url.URL // nil: links follow the request's Host
-	locks   *accountLocks
+	locks   *objectLocks
 	limits  *acmeLimits    // set by routes
 	roots   *x509.CertPool // to verify client certificates
 	inters  *x509.CertPool
@@ -61,7 +61,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, locks: newAccountLocks()}
+	s := &Server{cfg: cfg, locks: newObjectLocks()}
 	if cfg.BaseURL != "" {
 		s.baseURL, _ = parseBaseURL(cfg.BaseURL)
 	}
@@ -83,7 +83,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.acmeDB = &acmeDB{DB: adb, nonces: newNonces(key, cfg.NonceLifetime, cfg.Clock)}
+	if err := cfg.Storage.CreateTable(ctx, OrderIndexTable); err != nil {
+		return nil, fmt.Errorf("stepca: create table %s: %w", OrderIndexTable, err)
+	}
+	s.acmeDB = &acmeDB{DB: adb, nonces: newNonces(key, cfg.NonceLifetime, cfg.Clock), raw: db}
 	s.client = newValidator(cfg)
 	s.linker = acme.NewLinker("", "/acme")
 	if err := s.loadCA(ctx); err != nil {
@@ -222,7 +225,7 @@ func (s *Server) Paths() []string {
 
 // Handler serves ACME at /acme/<provisioner>/... and step's API at /1.0/...
 // and at the root paths (see Paths). It works on whichever node serves it,
-// but custos must route every /acme request to the leader (see accountLocks
+// but custos must route every /acme request to the leader (see objectLocks
 // and nonces); step's API may be served anywhere.
 func (s *Server) Handler() http.Handler { return s.handler }
 
@@ -231,7 +234,7 @@ func (s *Server) routes() http.Handler {
 	r.Use(s.withContext)
 	r.Route("/acme", func(r chi.Router) {
 		s.limits = s.newACMELimits()
-		r.Use(s.withBaseURL, s.serialise, s.limits.middleware, s.orderPolicy)
+		r.Use(s.withBaseURL, s.lockObject, s.limits.middleware, s.orderPolicy)
 		acmeapi.Route(r)
 	})
 	r.Group(func(r chi.Router) {

@@ -1,0 +1,408 @@
+package stepca
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/custos-pki/custos/raftstore"
+	"github.com/smallstep/certificates/acme"
+	acmenosql "github.com/smallstep/certificates/acme/db/nosql"
+	"github.com/smallstep/nosql/database"
+)
+
+// OrderIndexTable holds custos' index of each account's orders: one empty
+// record per order, at "<account ID>/<order ID>". It replaces step's
+// acme_account_orders_index, one JSON list per account that step rewrites
+// with compare-and-swap at every new order after reading (and updating)
+// every order in it, under one lock for all accounts: a new order cost
+// O(pending orders of the account) reads, and concurrent orders of one
+// account contended on one record.
+const OrderIndexTable = "stepca.account_orders"
+
+// acmeDB is step's ACME database with the nonces kept out of it (nonce.go)
+// and with what lets the requests of one account run concurrently:
+//   - a new order's challenges, authorizations, order and index entry are
+//     written in ONE storage transaction, each insert-if-absent, at the end
+//     of the new-order request (see writeBatch); the index entry is a
+//     record of its own, so orders of one account never contend;
+//   - the account's order list reads the index entries (and step's old
+//     index record, which it only shrinks), and drops the entries of orders
+//     that reached a final status;
+//   - an order or authorization only moves forward (pending, ready, valid;
+//     or invalid): an update is a compare-and-swap on the record as read,
+//     retried on conflict, and one computed from a stale read, which would
+//     move it back, is not written (the caller gets the stored status).
+type acmeDB struct {
+	acme.DB
+	nonces *nonces
+	raw    *DB // step's nosql database, under acme.DB
+}
+
+// batchKey carries a request's *writeBatch in its context.
+type batchKey struct{}
+
+// withBatch prepares ctx for a new-order or finalize request: the records
+// it creates are written with the order (by CreateOrder, UpdateOrder).
+func withBatch(ctx context.Context) context.Context {
+	return context.WithValue(ctx, batchKey{}, &writeBatch{})
+}
+
+// batchFor returns the batch of ctx's request, or nil.
+func batchFor(ctx context.Context) *writeBatch {
+	b, _ := ctx.Value(batchKey{}).(*writeBatch)
+	return b
+}
+
+// CreateChallenge makes a challenge; in a new-order request it is written
+// with the order.
+func (d *acmeDB) CreateChallenge(ctx context.Context, ch *acme.Challenge) error {
+	if b := batchFor(ctx); b != nil {
+		return b.db(d.raw).CreateChallenge(ctx, ch)
+	}
+	return d.DB.CreateChallenge(ctx, ch)
+}
+
+// CreateAuthorization makes an authorization; in a new-order request it is
+// written with the order.
+func (d *acmeDB) CreateAuthorization(ctx context.Context, az *acme.Authorization) error {
+	if b := batchFor(ctx); b != nil {
+		return b.db(d.raw).CreateAuthorization(ctx, az)
+	}
+	return d.DB.CreateAuthorization(ctx, az)
+}
+
+// CreateOrder writes the order, its index entry and whatever the request
+// created before it, in one transaction.
+func (d *acmeDB) CreateOrder(ctx context.Context, o *acme.Order) error {
+	b := batchFor(ctx)
+	if b == nil {
+		b = &writeBatch{}
+	}
+	if err := b.db(d.raw).CreateOrder(ctx, o); err != nil {
+		return err
+	}
+	return b.flush(ctx, d.raw)
+}
+
+// CreateCertificate makes an ACME certificate record and its serial index
+// entry; in a finalize request they are written with the order that
+// becomes valid (UpdateOrder), else at once, together.
+func (d *acmeDB) CreateCertificate(ctx context.Context, cert *acme.Certificate) error {
+	if b := batchFor(ctx); b != nil {
+		return b.db(d.raw).CreateCertificate(ctx, cert)
+	}
+	b := &writeBatch{}
+	if err := b.db(d.raw).CreateCertificate(ctx, cert); err != nil {
+		return err
+	}
+	return b.flush(ctx, d.raw)
+}
+
+// GetOrdersByAccountID lists the account's pending orders.
+func (d *acmeDB) GetOrdersByAccountID(ctx context.Context, accID string) ([]string, error) {
+	legacy, err := d.DB.GetOrdersByAccountID(ctx, accID)
+	if err != nil {
+		return nil, err
+	}
+	return d.ordersOf(ctx, accID, legacy)
+}
+
+// ordersOf appends to ids the account's indexed orders that are pending
+// after their status is brought up to date, as step lists them, and drops
+// the index entries of orders that are gone or final.
+func (d *acmeDB) ordersOf(ctx context.Context, accID string, ids []string) ([]string, error) {
+	var drop []raftstore.Op
+	prefix := []byte(accID + "/")
+	ids = append([]string{}, ids...)
+	err := listPrefix(ctx, d.raw, OrderIndexTable, prefix, func(key []byte) error {
+		id := string(key[len(prefix):])
+		o, err := d.DB.GetOrder(ctx, id)
+		if err != nil {
+			if _, gerr := d.raw.Get([]byte(bucketOrders), []byte(id)); !errors.Is(gerr, database.ErrNotFound) {
+				return err
+			}
+			drop = append(drop, raftstore.Op{Kind: raftstore.OpDelete, Table: OrderIndexTable, Key: key})
+			return nil
+		}
+		if err := o.UpdateStatus(ctx, d); err != nil {
+			return err
+		}
+		switch o.Status {
+		case acme.StatusPending:
+			ids = append(ids, id)
+		case acme.StatusValid, acme.StatusInvalid:
+			drop = append(drop, raftstore.Op{Kind: raftstore.OpDelete, Table: OrderIndexTable, Key: key})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, acme.WrapErrorISE(err, "error loading orders of account %s", accID)
+	}
+	if len(drop) > 0 {
+		ctx, cancel := context.WithTimeout(ctx, d.raw.timeout)
+		defer cancel()
+		if _, err := d.raw.store.Txn(ctx, drop); err != nil {
+			return nil, acme.WrapErrorISE(err, "error pruning the order index of account %s", accID)
+		}
+	}
+	return ids, nil
+}
+
+// listPrefix calls fn with every key of table under prefix.
+func listPrefix(ctx context.Context, d *DB, table string, prefix []byte, fn func(key []byte) error) error {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	var after []byte
+	for {
+		page, err := d.store.List(ctx, table, raftstore.ListOptions{Prefix: prefix, After: after, KeysOnly: true})
+		if err != nil {
+			return fmt.Errorf("stepca: list %s: %w", table, err)
+		}
+		for _, kv := range page.Items {
+			if err := fn(kv.Key); err != nil {
+				return err
+			}
+		}
+		if page.Next == nil {
+			return nil
+		}
+		after = page.Next
+	}
+}
+
+// orderRank orders the statuses an order goes through; invalid is final.
+var orderRank = map[acme.Status]int{acme.StatusPending: 0, acme.StatusReady: 1, "processing": 2, acme.StatusValid: 3}
+
+// UpdateOrder stores o's status, error and certificate, unless the stored
+// order is already further on (then o gets the stored ones), together with
+// what the request created (the certificate of a finalisation).
+func (d *acmeDB) UpdateOrder(ctx context.Context, o *acme.Order) error {
+	var with []raftstore.Op
+	if b := batchFor(ctx); b != nil {
+		with = b.take()
+	}
+	return d.advance(ctx, with, bucketOrders, "order", o.ID, func(rec record) ([]raftstore.Op, bool, error) {
+		cur := rec.status()
+		if (final(cur) && o.Status != cur) || (orderRank[o.Status] < orderRank[cur] && o.Status != acme.StatusInvalid) {
+			o.Status, o.CertificateID, o.Error = cur, rec.str("certificate"), nil
+			return nil, false, rec.decode("error", &o.Error)
+		}
+		rec.set("status", o.Status, false)
+		rec.set("error", o.Error, true)
+		rec.set("certificate", o.CertificateID, true)
+		if !final(o.Status) {
+			return nil, true, nil
+		}
+		// A final order leaves the account's index (step lists pending
+		// orders only).
+		return []raftstore.Op{{Kind: raftstore.OpDelete, Table: OrderIndexTable, Key: []byte(rec.str("accountID") + "/" + o.ID)}}, true, nil
+	})
+}
+
+// UpdateAuthorization stores az's status, fingerprint and error, unless
+// the stored authorization is final already (then az gets its status).
+func (d *acmeDB) UpdateAuthorization(ctx context.Context, az *acme.Authorization) error {
+	return d.advance(ctx, nil, bucketAuthzs, "authz", az.ID, func(rec record) ([]raftstore.Op, bool, error) {
+		if cur := rec.status(); cur != acme.StatusPending && az.Status != cur {
+			az.Status, az.Fingerprint, az.Error = cur, rec.str("fingerprint"), nil
+			return nil, false, rec.decode("error", &az.Error)
+		}
+		rec.set("status", az.Status, false)
+		rec.set("fingerprint", az.Fingerprint, true)
+		rec.set("error", az.Error, false)
+		return nil, true, nil
+	})
+}
+
+func final(s acme.Status) bool { return s == acme.StatusValid || s == acme.StatusInvalid }
+
+// advance applies change to the record at bucket/id with compare-and-swap
+// on the bytes read, in one transaction with the inserts in with, reading
+// again when another write came first. change reports whether to write
+// (the inserts are written either way), and what else to write with it.
+// Step's records are JSON objects; the fields change does not touch are
+// kept as they are.
+func (d *acmeDB) advance(ctx context.Context, with []raftstore.Op, bucket, typ, id string, change func(record) ([]raftstore.Op, bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, d.raw.timeout)
+	defer cancel()
+	table := TablePrefix + bucket
+	for range maxUpdateAttempts {
+		old, err := d.raw.store.Get(ctx, table, []byte(id))
+		if errors.Is(err, raftstore.ErrNotFound) {
+			return acme.NewError(acme.ErrorMalformedType, "%s %s not found", typ, id)
+		} else if err != nil {
+			return acme.WrapErrorISE(err, "error loading %s %s", typ, id)
+		}
+		rec := record{}
+		if err := json.Unmarshal(old, &rec); err != nil {
+			return acme.WrapErrorISE(err, "error unmarshaling %s %s", typ, id)
+		}
+		more, write, err := change(rec)
+		if err != nil {
+			return err
+		}
+		ops := with
+		if write {
+			nu, err := json.Marshal(rec)
+			if err != nil {
+				return acme.WrapErrorISE(err, "error marshaling %s %s", typ, id)
+			}
+			ops = append(ops[:len(ops):len(ops)], raftstore.Op{Kind: raftstore.OpCAS, Table: table, Key: []byte(id), Old: old, Value: nu})
+			ops = append(ops, more...)
+		}
+		if len(ops) == 0 {
+			return nil
+		}
+		res, err := d.raw.store.Txn(ctx, ops)
+		if err != nil {
+			return acme.WrapErrorISE(err, "error saving %s %s", typ, id)
+		}
+		if res.Succeeded {
+			return nil
+		}
+		if res.FailedOp < len(with) { // an insert, not the compare-and-swap
+			return acme.NewErrorISE("error saving %s %s: %s/%s exists", typ, id, ops[res.FailedOp].Table, ops[res.FailedOp].Key)
+		}
+	}
+	return acme.NewErrorISE("error saving %s %s: it kept changing", typ, id)
+}
+
+// record is one of step's JSON records, field by field.
+type record map[string]json.RawMessage
+
+func (r record) status() acme.Status {
+	return acme.Status(r.str("status"))
+}
+
+func (r record) str(field string) string {
+	var s string
+	_ = json.Unmarshal(r[field], &s)
+	return s
+}
+
+func (r record) decode(field string, v any) error {
+	if raw, ok := r[field]; ok {
+		return json.Unmarshal(raw, v)
+	}
+	return nil
+}
+
+// set stores v at field; omitEmpty drops the field when v is empty, as
+// step's omitempty tags do.
+func (r record) set(field string, v any, omitEmpty bool) {
+	b, err := json.Marshal(v)
+	if err != nil { // strings, statuses and *acme.Error always marshal
+		b = []byte("null")
+	}
+	if omitEmpty && (string(b) == "null" || string(b) == `""`) {
+		delete(r, field)
+		return
+	}
+	r[field] = b
+}
+
+// writeBatch collects the records one new-order request creates, to
+// write them in one storage transaction. Step's nosql ACME code runs over
+// it (batchDB) unchanged: its inserts are compare-and-swaps from nothing,
+// which the batch takes as granted and the transaction checks.
+type writeBatch struct {
+	mu  sync.Mutex
+	ops []raftstore.Op
+	adb *acmenosql.DB
+}
+
+// db returns step's ACME database writing into b.
+func (b *writeBatch) db(raw *DB) *acmenosql.DB {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.adb == nil {
+		b.adb, _ = acmenosql.New(&batchDB{DB: raw, b: b}) // batchDB.CreateTable does nothing
+	}
+	return b.adb
+}
+
+// take returns the operations collected so far and empties the batch.
+func (b *writeBatch) take() []raftstore.Op {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ops := b.ops
+	b.ops = nil
+	return ops
+}
+
+func (b *writeBatch) add(op raftstore.Op) {
+	b.mu.Lock()
+	b.ops = append(b.ops, op)
+	b.mu.Unlock()
+}
+
+// flush writes the batch; an insert whose key exists fails it whole.
+func (b *writeBatch) flush(ctx context.Context, raw *DB) error {
+	ops := b.take()
+	if len(ops) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, raw.timeout)
+	defer cancel()
+	res, err := raw.store.Txn(ctx, ops)
+	if err != nil {
+		return acme.WrapErrorISE(err, "error saving order")
+	}
+	if !res.Succeeded {
+		return acme.NewErrorISE("error saving order: %s/%s exists", ops[res.FailedOp].Table, ops[res.FailedOp].Key)
+	}
+	return nil
+}
+
+// batchDB is what step's nosql ACME code sees during a new-order request:
+// reads go to storage, inserts go to the batch, and the order index of
+// step (acme_account_orders_index) reads as empty and takes the new order
+// as an entry of OrderIndexTable. Anything else is refused.
+type batchDB struct {
+	*DB
+	b *writeBatch
+}
+
+var errBatchOp = errors.New("stepca: operation not supported while creating an order")
+
+func (d *batchDB) CreateTable([]byte) error { return nil }
+
+func (d *batchDB) Get(bucket, key []byte) ([]byte, error) {
+	if string(bucket) == bucketOrderIndex {
+		return nil, notFound(TablePrefix+bucketOrderIndex, key, nil)
+	}
+	return d.DB.Get(bucket, key)
+}
+
+func (d *batchDB) CmpAndSwap(bucket, key, oldValue, newValue []byte) ([]byte, bool, error) {
+	if oldValue != nil || newValue == nil {
+		return nil, false, errBatchOp
+	}
+	if string(bucket) == bucketOrderIndex {
+		var ids []string
+		if err := json.Unmarshal(newValue, &ids); err != nil {
+			return nil, false, fmt.Errorf("stepca: order index of %s: %w", key, err)
+		}
+		for _, id := range ids {
+			if strings.Contains(id, "/") || strings.Contains(string(key), "/") {
+				return nil, false, fmt.Errorf("stepca: order index: bad ID %q/%q", key, id)
+			}
+			d.b.add(raftstore.Op{Kind: raftstore.OpCAS, Table: OrderIndexTable, Key: []byte(string(key) + "/" + id), Value: []byte{}})
+		}
+		return newValue, true, nil
+	}
+	t, err := TableName(bucket)
+	if err != nil {
+		return nil, false, err
+	}
+	d.b.add(raftstore.Op{Kind: raftstore.OpCAS, Table: t, Key: key, Value: newValue})
+	return newValue, true, nil
+}
+
+func (d *batchDB) Set([]byte, []byte, []byte) error { return errBatchOp }
+func (d *batchDB) Del([]byte, []byte) error         { return errBatchOp }
+func (d *batchDB) Update(*database.Tx) error        { return errBatchOp }
