@@ -29,9 +29,12 @@ const OrderIndexTable = "stepca.account_orders"
 //     written in ONE storage transaction, each insert-if-absent, at the end
 //     of the new-order request (see writeBatch); the index entry is a
 //     record of its own, so orders of one account never contend;
+//   - an order leaves the index in the write that makes it valid or
+//     invalid, and a finalisation writes the ACME certificate, its serial
+//     entry and the valid order in one transaction;
 //   - the account's order list reads the index entries (and step's old
 //     index record, which it only shrinks), and drops the entries of orders
-//     that reached a final status;
+//     found final or gone;
 //   - an order or authorization only moves forward (pending, ready, valid;
 //     or invalid): an update is a compare-and-swap on the record as read,
 //     retried on conflict, and one computed from a stale read, which would
