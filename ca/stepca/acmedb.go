@@ -308,7 +308,7 @@ func (r record) set(field string, v any, omitEmpty bool) {
 	r[field] = b
 }
 
-// writeBatch collects the records one new-order request creates, to
+// writeBatch collects the records a new-order or finalize request creates, to
 // write them in one storage transaction. Step's nosql ACME code runs over
 // it (batchDB) unchanged: its inserts are compare-and-swaps from nothing,
 // which the batch takes as granted and the transaction checks.
