@@ -1,0 +1,50 @@
+package stepca
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/acme"
+)
+
+// TestCollectCertificates deletes step's records of ACME certificates that
+// expired more than the retention ago, and keeps the others.
+func TestCollectCertificates(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	c := e.newACMEClient(t)
+	chain, err := e.issue(ctx, c, "http-01", acme.DomainIDs("gc.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.issue(ctx, c, "http-01", acme.DomainIDs("gc2.test")); err != nil {
+		t.Fatal(err)
+	}
+	if e.rows(t, bucketCerts) != 2 || e.rows(t, bucketCertBySerial) != 2 {
+		t.Fatalf("%d certificates, %d serial entries before, want 2 each", e.rows(t, bucketCerts), e.rows(t, bucketCertBySerial))
+	}
+	live := func(retention time.Duration) int {
+		t.Helper()
+		n, err := e.srv.CollectCertificates(ctx, retention)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := live(0); n != 0 || e.rows(t, bucketCerts) != 2 {
+		t.Fatalf("unexpired certificates: %d removed", n)
+	}
+	// Expired an hour ago: kept with two hours of retention, removed with
+	// half an hour.
+	e.clock.Advance(time.Until(chain[0].NotAfter) + time.Hour)
+	if n := live(2 * time.Hour); n != 0 || e.rows(t, bucketCerts) != 2 {
+		t.Fatalf("certificates within the retention: %d removed", n)
+	}
+	if n := live(30 * time.Minute); n != 2 || e.rows(t, bucketCerts) != 0 || e.rows(t, bucketCertBySerial) != 0 {
+		t.Fatalf("expired certificates: %d removed, %d records and %d serial entries left", n, e.rows(t, bucketCerts), e.rows(t, bucketCertBySerial))
+	}
+	if _, err := e.srv.CollectCertificates(ctx, -time.Second); err == nil {
+		t.Fatal("negative retention accepted")
+	}
+}
