@@ -87,6 +87,8 @@ func serverSettings() []serverSetting {
 		{"backup_interval", "backup-interval", "write a backup this often, e.g. 1h, on the node that leads (default: never)"},
 		{"backup_dir", "backup-dir", "directory of the scheduled backups"},
 		{"backup_keep", "backup-keep", "scheduled backups kept in backup-dir (default 24)"},
+		{"tidy_interval", "tidy-interval", "how often the leader removes certificates expired for longer than cert-retention (default 1h)"},
+		{"cert_retention", "cert-retention", "how long an expired certificate stays in the inventory and step's ACME records, e.g. 72h; a revoked one also stays while a current CRL lists it (default 72h)"},
 		{"dev", "dev", "run a one-node dev cluster, initialised and unsealed"},
 		{"log_level", "log-level", "log level: debug, info, warn or error"},
 	}, limitSettings()...)
@@ -224,6 +226,19 @@ func (a *app) nodeConfig(logTo io.Writer) (node.Config, error) {
 			return cfg, usagef("backup_interval: %q is not a positive duration", s)
 		}
 		cfg.BackupInterval = d
+	}
+	for _, d := range []struct {
+		key  string
+		dst  *time.Duration
+		zero bool
+	}{{"tidy_interval", &cfg.TidyInterval, false}, {"cert_retention", &cfg.CertRetention, true}} {
+		if s := v.GetString(d.key); s != "" {
+			x, err := time.ParseDuration(s)
+			if err != nil || x < 0 || (x == 0 && !d.zero) {
+				return cfg, usagef("%s: %q is not a valid duration", d.key, s)
+			}
+			*d.dst = x
+		}
 	}
 	cfg.BackupDir = v.GetString("backup_dir")
 	if s := v.GetString("backup_keep"); s != "" {

@@ -154,6 +154,8 @@ node_cert_ttl: 30d
 		Limits:            node.DefaultLimits(),
 		BackupKeep:        24,
 		NodeCertTTL:       30 * 24 * time.Hour,
+		TidyInterval:      time.Hour,
+		CertRetention:     72 * time.Hour,
 	}
 	cfg.Logger = nil
 	if !reflect.DeepEqual(cfg, want) {
@@ -197,6 +199,13 @@ func TestServerDefaults(t *testing.T) {
 	cfg = serverConfig(t, "--node-id", "n1", "--data-dir", "/d", "--backup-interval", "1h", "--backup-dir", "/var/backups/custos", "--backup-keep", "3")
 	if cfg.BackupInterval != time.Hour || cfg.BackupDir != "/var/backups/custos" || cfg.BackupKeep != 3 {
 		t.Fatalf("backup settings: %v %q %d", cfg.BackupInterval, cfg.BackupDir, cfg.BackupKeep)
+	}
+	if cfg.TidyInterval != time.Hour || cfg.CertRetention != 72*time.Hour {
+		t.Fatalf("tidy defaults: every %v, retention %v", cfg.TidyInterval, cfg.CertRetention)
+	}
+	cfg = serverConfig(t, "--node-id", "n1", "--data-dir", "/d", "--tidy-interval", "10m", "--cert-retention", "0s")
+	if cfg.TidyInterval != 10*time.Minute || cfg.CertRetention != 0 {
+		t.Fatalf("tidy settings: every %v, retention %v", cfg.TidyInterval, cfg.CertRetention)
 	}
 	// TOML and JSON config files work the same.
 	toml := writeConfig(t, "c.toml", "node_id = \"t1\"\ndata_dir = \"/d\"\n")
@@ -294,6 +303,8 @@ func TestServerErrors(t *testing.T) {
 		{"bad backup interval", []string{"--node-id", "n1", "--data-dir", "/x", "--backup-interval", "soon", "--backup-dir", "/b"}, 2, "backup_interval"},
 		{"backups without a dir", []string{"--node-id", "n1", "--data-dir", "/x", "--backup-interval", "1h"}, 2, "backup_dir"},
 		{"bad backup keep", []string{"--node-id", "n1", "--data-dir", "/x", "--backup-interval", "1h", "--backup-dir", "/b", "--backup-keep", "0"}, 2, "backup_keep"},
+		{"bad tidy interval", []string{"--node-id", "n1", "--data-dir", "/x", "--tidy-interval", "0s"}, 2, "tidy_interval"},
+		{"bad cert retention", []string{"--node-id", "n1", "--data-dir", "/x", "--cert-retention", "-1h"}, 2, "cert_retention"},
 		{"bad node cert ttl", []string{"--node-id", "n1", "--data-dir", "/x", "--node-cert-ttl", "soon"}, 2, "node_cert_ttl"},
 		{"node cert ttl too short", []string{"--node-id", "n1", "--data-dir", "/x", "--node-cert-ttl", "1s"}, 2, "node_cert_ttl"},
 		{"unknown config key", []string{"--config", writeConfig(t, "c.yaml", "nodeid: n1\n")}, 1, `unknown setting "nodeid"`},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/custos-pki/custos/api"
+	"github.com/custos-pki/custos/ca"
 	"github.com/custos-pki/custos/ca/stepca"
 	"github.com/custos-pki/custos/internal/ratelimit"
 )
@@ -50,6 +51,13 @@ type Config struct {
 	UnsealKeyFile string
 	// AuditLog is the audit log path; default DataDir/audit.log.
 	AuditLog string
+
+	// TidyInterval is how often the leader removes certificates that
+	// expired more than CertRetention ago: custos' inventory records (see
+	// ca.Tidy; a serial a current CRL lists stays) and step's ACME
+	// certificate records. 0 means every hour.
+	TidyInterval  time.Duration
+	CertRetention time.Duration
 
 	// ACME validation: the DNS server (host:port) the validator asks for
 	// every lookup, the ports it connects to for http-01 and tls-alpn-01
@@ -133,6 +141,9 @@ func DefaultConfig() Config {
 		Limits:      DefaultLimits(),
 		BackupKeep:  24,
 		NodeCertTTL: DefaultNodeCertTTL,
+
+		TidyInterval:  time.Hour,
+		CertRetention: ca.DefaultCertRetention,
 	}
 }
 
@@ -229,6 +240,10 @@ func (c *Config) Validate() error {
 		return errors.New("node: backup_interval needs backup_dir")
 	case c.BackupInterval > 0 && c.BackupKeep < 1:
 		return errors.New("node: backup_keep must be at least 1")
+	case c.TidyInterval < 0:
+		return errors.New("node: tidy_interval must not be negative")
+	case c.CertRetention < 0:
+		return errors.New("node: cert_retention must not be negative")
 	}
 	return c.Limits.Validate()
 }

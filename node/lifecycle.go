@@ -381,6 +381,11 @@ func (n *Node) activateWith(ctx context.Context, steps []activationStep) (*api.S
 		defer n.wg.Done()
 		n.maintainBarrier(bg)
 	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.tidyCerts(bg, authority, step)
+	}()
 	n.svc = &api.Services{KMS: k, Auth: a.auth, Audit: a.audit, CA: authority, Secrets: a.secrets}
 	if step != nil {
 		n.svc.Step, n.svc.ACME = step.Handler(), step
