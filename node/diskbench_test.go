@@ -43,8 +43,8 @@ func BenchmarkDiskPerIssuance(b *testing.B) {
 // diskUse is what a node's data directory holds, in bytes.
 type diskUse struct {
 	state, log, snaps, audit int64
-	stateUsed, stateFree     int64 // pages up to the high-water mark; free pages among them
-	logLive, logEntries      int64 // bytes and number of log entries kept
+	stateUsed, stateFree     int64               // pages up to the high-water mark; free pages among them
+	logLive, logEntries      int64               // bytes and number of log entries kept
 	tables                   map[string][2]int64 // bucket -> {bytes of keys and values, bytes of pages in use}
 }
 
