@@ -54,8 +54,8 @@ type Config struct {
 
 	// TidyInterval is how often the leader removes certificates that
 	// expired more than CertRetention ago: custos' inventory records (see
-	// ca.Tidy; a serial a current CRL lists stays) and step's ACME
-	// certificate records. 0 means every hour.
+	// ca.Tidy; a serial a current CRL lists stays) and step's records
+	// of them (stepca.CollectCertificates). 0 means every hour.
 	TidyInterval  time.Duration
 	CertRetention time.Duration
 

@@ -12,7 +12,7 @@ import (
 
 // tidyCerts removes, on the leader, every TidyInterval, the certificates
 // that expired more than CertRetention ago: the inventory's records and,
-// when ACME runs, step's ACME certificate records. The deletes are
+// when ACME runs, step's records of them. The deletes are
 // replicated writes like any other; the state file reuses the pages they
 // free.
 func (n *Node) tidyCerts(ctx context.Context, authority *ca.CA, step *stepca.Server) {
@@ -42,14 +42,14 @@ func (n *Node) tidyOnce(ctx context.Context, authority *ca.CA, step *stepca.Serv
 	if !quiet(err) {
 		n.log.Warn("certificate tidy", "error", err)
 	}
-	acme := 0
+	acme, stepRecs := 0, 0
 	if step != nil {
-		acme, err = step.CollectCertificates(ctx, n.cfg.CertRetention)
+		acme, stepRecs, err = step.CollectCertificates(ctx, n.cfg.CertRetention)
 		if !quiet(err) {
 			n.log.Warn("ACME certificate collection", "error", err)
 		}
 	}
-	if st.Removed > 0 || st.Kept > 0 || acme > 0 {
-		n.log.Info("expired certificates removed", "inventory", st.Removed, "kept_in_crl", st.Kept, "acme_records", acme)
+	if st.Removed > 0 || st.Kept > 0 || acme > 0 || stepRecs > 0 {
+		n.log.Info("expired certificates removed", "inventory", st.Removed, "kept_in_crl", st.Kept, "acme_records", acme, "step_records", stepRecs)
 	}
 }

@@ -11,61 +11,112 @@ import (
 	"github.com/custos-pki/custos/raftstore"
 )
 
-// Step's tables of issued ACME certificates.
+// Step's tables of issued certificates.
 const (
 	bucketCerts        = "acme_certs"              // certificate ID -> {leaf PEM, intermediates PEM, ...}
 	bucketCertBySerial = "acme_serial_certs_index" // serial (decimal) -> {certificateID}
+	bucketX509         = "x509_certs"              // serial (decimal) -> DER (step's authority, every path)
+	bucketX509Data     = "x509_certs_data"         // serial (decimal) -> {provisioner}
 )
 
 // certCollectBatch is how many certificates one transaction of
 // CollectCertificates removes.
 const certCollectBatch = 256
 
-// CollectCertificates deletes step's records of ACME certificates that
-// expired more than retention ago, with their serial index entries; step
-// keeps them for ever. They serve certificate downloads and ACME
-// revocation, neither of which means anything for an expired certificate;
-// custos' own inventory (package ca) keeps its record by its own retention.
-// A record whose leaf does not parse is left alone. Deletes go through Raft
-// in transactions of certCollectBatch certificates. Run it on the leader.
-func (s *Server) CollectCertificates(ctx context.Context, retention time.Duration) (int, error) {
+// CollectCertificates deletes step's records of certificates that expired
+// more than retention ago, which step keeps for ever: its ACME certificate
+// records with their serial index entries, and its authority's copy of
+// every certificate it signed with the provisioner data. They serve
+// certificate downloads, ACME revocation and renewal, none of which means
+// anything for an expired certificate; custos' own inventory (package ca)
+// keeps its record by its own retention, and step's list of revoked
+// serials is kept. A record whose certificate does not parse is left
+// alone. Deletes go through Raft in transactions of certCollectBatch
+// certificates. Run it on the leader. It returns the number of ACME
+// certificate records and of authority records removed.
+func (s *Server) CollectCertificates(ctx context.Context, retention time.Duration) (acme, authority int, err error) {
 	if retention < 0 {
-		return 0, fmt.Errorf("stepca: collect certificates: retention %v must not be negative", retention)
+		return 0, 0, fmt.Errorf("stepca: collect certificates: retention %v must not be negative", retention)
 	}
-	cutoff := s.cfg.Clock.Now().Add(-retention)
-	tCerts, tSerials := TablePrefix+bucketCerts, TablePrefix+bucketCertBySerial
-	var ops []raftstore.Op
-	removed, pending := 0, 0
-	flush := func() error {
-		if len(ops) == 0 {
-			return nil
-		}
-		if _, err := s.cfg.Storage.Txn(ctx, ops); err != nil {
-			return fmt.Errorf("stepca: collect certificates: %w", err)
-		}
-		removed += pending
-		ops, pending = ops[:0], 0
+	if acme, err = s.collectACMECerts(ctx, retention); err != nil {
+		return acme, 0, err
+	}
+	authority, err = s.collectAuthorityCerts(ctx, retention)
+	return acme, authority, err
+}
+
+// batchDeleter applies deletes in transactions of certCollectBatch
+// certificates.
+type batchDeleter struct {
+	s       *Server
+	ops     []raftstore.Op
+	pending int
+	removed int
+}
+
+// add queues the deletes of one certificate.
+func (d *batchDeleter) add(ctx context.Context, ops ...raftstore.Op) error {
+	d.ops = append(d.ops, ops...)
+	d.pending++
+	if d.pending == certCollectBatch {
+		return d.flush(ctx)
+	}
+	return nil
+}
+
+func (d *batchDeleter) flush(ctx context.Context) error {
+	if len(d.ops) == 0 {
 		return nil
 	}
+	if _, err := d.s.cfg.Storage.Txn(ctx, d.ops); err != nil {
+		return fmt.Errorf("stepca: collect certificates: %w", err)
+	}
+	d.removed += d.pending
+	d.ops, d.pending = d.ops[:0], 0
+	return nil
+}
+
+// collectAuthorityCerts deletes step's authority records of certificates
+// that expired before the retention.
+func (s *Server) collectAuthorityCerts(ctx context.Context, retention time.Duration) (int, error) {
+	cutoff := s.cfg.Clock.Now().Add(-retention)
+	tCerts, tData := TablePrefix+bucketX509, TablePrefix+bucketX509Data
+	d := &batchDeleter{s: s}
+	err := listAll(ctx, s.cfg.Storage, tCerts, func(kv raftstore.KV) error {
+		c, err := x509.ParseCertificate(kv.Value)
+		if err != nil || !c.NotAfter.Before(cutoff) {
+			return nil
+		}
+		return d.add(ctx,
+			raftstore.Op{Kind: raftstore.OpDelete, Table: tCerts, Key: kv.Key},
+			raftstore.Op{Kind: raftstore.OpDelete, Table: tData, Key: kv.Key})
+	})
+	if err != nil {
+		return d.removed, err
+	}
+	return d.removed, d.flush(ctx)
+}
+
+// collectACMECerts deletes step's ACME certificate records of certificates
+// that expired before the retention, with their serial index entries.
+func (s *Server) collectACMECerts(ctx context.Context, retention time.Duration) (int, error) {
+	cutoff := s.cfg.Clock.Now().Add(-retention)
+	tCerts, tSerials := TablePrefix+bucketCerts, TablePrefix+bucketCertBySerial
+	d := &batchDeleter{s: s}
 	err := listAll(ctx, s.cfg.Storage, tCerts, func(kv raftstore.KV) error {
 		leaf, ok := acmeLeaf(kv.Value)
 		if !ok || !leaf.NotAfter.Before(cutoff) {
 			return nil
 		}
 		// Step writes a certificate record once and never changes it.
-		ops = append(ops,
+		return d.add(ctx,
 			raftstore.Op{Kind: raftstore.OpDelete, Table: tCerts, Key: kv.Key},
 			raftstore.Op{Kind: raftstore.OpDelete, Table: tSerials, Key: []byte(leaf.SerialNumber.String())})
-		pending++
-		if pending == certCollectBatch {
-			return flush()
-		}
-		return nil
 	})
 	if err != nil {
-		return removed, err
+		return d.removed, err
 	}
-	return removed, flush()
+	return d.removed, d.flush(ctx)
 }
 
 // acmeLeaf parses the leaf of one of step's ACME certificate records.

@@ -24,11 +24,14 @@ func TestCollectCertificates(t *testing.T) {
 	if e.rows(t, bucketCerts) != 2 || e.rows(t, bucketCertBySerial) != 2 {
 		t.Fatalf("%d certificates, %d serial entries before, want 2 each", e.rows(t, bucketCerts), e.rows(t, bucketCertBySerial))
 	}
+	if e.rows(t, bucketX509) != 2 || e.rows(t, bucketX509Data) != 2 {
+		t.Fatalf("%d authority records, %d data records before, want 2 each", e.rows(t, bucketX509), e.rows(t, bucketX509Data))
+	}
 	live := func(retention time.Duration) int {
 		t.Helper()
-		n, err := e.srv.CollectCertificates(ctx, retention)
-		if err != nil {
-			t.Fatal(err)
+		n, m, err := e.srv.CollectCertificates(ctx, retention)
+		if err != nil || n != m {
+			t.Fatalf("collect: %d ACME and %d authority records, %v", n, m, err)
 		}
 		return n
 	}
@@ -41,10 +44,10 @@ func TestCollectCertificates(t *testing.T) {
 	if n := live(2 * time.Hour); n != 0 || e.rows(t, bucketCerts) != 2 {
 		t.Fatalf("certificates within the retention: %d removed", n)
 	}
-	if n := live(30 * time.Minute); n != 2 || e.rows(t, bucketCerts) != 0 || e.rows(t, bucketCertBySerial) != 0 {
+	if n := live(30 * time.Minute); n != 2 || e.rows(t, bucketCerts) != 0 || e.rows(t, bucketCertBySerial) != 0 || e.rows(t, bucketX509) != 0 || e.rows(t, bucketX509Data) != 0 {
 		t.Fatalf("expired certificates: %d removed, %d records and %d serial entries left", n, e.rows(t, bucketCerts), e.rows(t, bucketCertBySerial))
 	}
-	if _, err := e.srv.CollectCertificates(ctx, -time.Second); err == nil {
+	if _, _, err := e.srv.CollectCertificates(ctx, -time.Second); err == nil {
 		t.Fatal("negative retention accepted")
 	}
 }
