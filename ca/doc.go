@@ -51,6 +51,13 @@
 // certificate an issuer of this CA signed that the inventory does not hold
 // counts as revoked.
 //
+// Tidy removes the certificates that expired more than a retention ago
+// (DefaultCertRetention, 72 hours, as Vault's tidy safety_buffer): records
+// and index entries, in bounded replicated transactions, on the leader. A
+// revoked one stays while its issuer's current CRL was made before it
+// expired and so still lists it. A removed certificate is unknown to Get,
+// List and OCSP; it had expired, so no relying party accepts it anyway.
+//
 // CRLs are made on the leader only, one per live issuer, with a number that
 // strictly increases (written by compare-and-swap), and stored; followers
 // serve the stored CRL. A revocation marks its issuer's CRL stale in the
