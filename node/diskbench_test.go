@@ -45,6 +45,7 @@ type diskUse struct {
 	state, log, snaps, audit int64
 	stateUsed, stateFree     int64               // pages up to the high-water mark; free pages among them
 	logLive, logEntries      int64               // bytes and number of log entries kept
+	logUsed, logFree         int64               // the log file's pages up to its high-water mark; free pages among them
 	tables                   map[string][2]int64 // bucket -> {bytes of keys and values, bytes of pages in use}
 }
 
@@ -93,7 +94,9 @@ func measureDisk(b *testing.B, dataDir string) diskUse {
 		b.Fatal(err)
 	}
 	defer ldb.Close()
+	u.logFree = int64(ldb.Stats().FreePageN) * int64(ldb.Info().PageSize)
 	_ = ldb.View(func(tx *bolt.Tx) error {
+		u.logUsed = tx.Size()
 		if bk := tx.Bucket([]byte("logs")); bk != nil {
 			_ = bk.ForEach(func(k, v []byte) error {
 				u.logLive += int64(len(k) + len(v))
@@ -230,8 +233,8 @@ func benchDisk(b *testing.B, overACME bool) {
 	}
 	sort.Strings(names)
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "%d issuances: state file %d B (%d B used, %d B free pages, %d B before), raft.db %d B (%d entries kept, %d B), snapshots %d B, audit %d B\n",
-		b.N, u.state, u.stateUsed, u.stateFree, base, u.log, u.logEntries, u.logLive, u.snaps, u.audit)
+	fmt.Fprintf(&sb, "%d issuances: state file %d B (%d B used, %d B free pages, %d B before), raft.db %d B (%d B used, %d B free pages, %d entries kept, %d B), snapshots %d B, audit %d B\n",
+		b.N, u.state, u.stateUsed, u.stateFree, base, u.log, u.logUsed, u.logFree, u.logEntries, u.logLive, u.snaps, u.audit)
 	for _, name := range names {
 		t := u.tables[name]
 		if t[1] == 0 {
