@@ -41,6 +41,8 @@
 //     forward: updates are compare-and-swaps, and one computed from a
 //     stale read is not written. The order list shows pending orders;
 //   - Collect deletes expired orders, authorizations and challenges;
+//   - CollectCertificates deletes step's records (ACME and authority) of
+//     certificates that expired more than a retention ago;
 //   - ACME provisioners are named, stored through the barrier and served at
 //     /acme/<name>/directory by every node as soon as it applied a change
 //     (a stale read of one record per request tells it to reload). Each
