@@ -14,6 +14,7 @@ import (
 
 	"github.com/custos-pki/custos/audit"
 	"github.com/custos-pki/custos/auth"
+	"github.com/custos-pki/custos/secrets"
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -173,6 +174,9 @@ func (s *Server) wrap(rt route) http.Handler {
 			return
 		}
 		st.token, st.caller = tok, t
+		// Authenticate read the token linearizably after the request
+		// began: this node's state is current for the request's reads.
+		r = r.WithContext(secrets.WithStateCurrent(r.Context()))
 		if rt.anyToken {
 			s.serveAudited(w, r, rt, svc)
 			return

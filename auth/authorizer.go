@@ -29,7 +29,10 @@ const maxCachedACLs = 4096
 // that every policy write replaces. Each check reads that version from this
 // node's own state (a stale read, no network round trip), so a policy change
 // made through any node is seen here as soon as it is applied here: at once
-// on the node that made it, within the replication lag on the others.
+// on the node that made it, within the replication lag on the others. The
+// API checks a request's token first, with a linearizable read that brings
+// this node's state up to date, so for its requests a change applies at
+// once on every node.
 type Authorizer struct {
 	s *Service
 

@@ -342,7 +342,10 @@ func (s *Service) accessorHash(ctx context.Context, accessor string) ([]byte, er
 }
 
 // Authenticate is Lookup for a request made with the token: it also uses
-// up one use of a limited-use token, deleting it with its last use.
+// up one use of a limited-use token, deleting it with its last use. It
+// reads the token with a linearizable read (callers rely on it: once it
+// returns, this node's state holds every write acknowledged before the
+// call began).
 func (s *Service) Authenticate(ctx context.Context, token string) (*Token, error) {
 	for range maxCASRetries {
 		hash, raw, r, err := s.lookup(ctx, token)

@@ -29,7 +29,10 @@
 //     still live, so no write lands in a mount being deleted.
 //   - Reads are linearizable: a call makes one linearizable read (of the
 //     mount) and reads the rest from this node's state, which that read
-//     brought up to date.
+//     brought up to date. A caller that has made a linearizable read of its
+//     own since the call began says so with WithStateCurrent, and the call
+//     then makes none: the state is already up to date. A write that loses
+//     a compare-and-swap reads the mount linearizably before it tries again.
 //   - Move rewraps the data keys for the new path and moves the metadata in
 //     one transaction: the secret is at exactly one of the two paths.
 //   - Bad input (a path or mount name that CheckPath or the mount rules

@@ -22,7 +22,7 @@ import (
 // writer i on stores[i % len(stores)], all with cas = the current version,
 // and checks that exactly one wins each version and the others get
 // ErrCASMismatch.
-func casRace(t *testing.T, stores []*Store, writers, rounds int) {
+func casRace(t *testing.T, ctx context.Context, stores []*Store, writers, rounds int) {
 	t.Helper()
 	if _, err := stores[0].CreateMount(bg, "race", MountOptions{MaxVersions: MaxVersionsLimit}); err != nil {
 		t.Fatal(err)
@@ -38,7 +38,7 @@ func casRace(t *testing.T, stores []*Store, writers, rounds int) {
 			wg.Go(func() {
 				<-start
 				data := fmt.Appendf(nil, `{"writer":%d,"round":%d}`, w, round)
-				v, err := stores[w%len(stores)].Put(bg, "race", "contended", data, WriteOptions{CAS: intp(round)})
+				v, err := stores[w%len(stores)].Put(ctx, "race", "contended", data, WriteOptions{CAS: intp(round)})
 				switch {
 				case err == nil:
 					wins.Add(1)
@@ -68,7 +68,7 @@ func casRace(t *testing.T, stores []*Store, writers, rounds int) {
 
 // noLostWrites runs concurrent writes without check-and-set: every write
 // that returns gets its own version, holding what it wrote.
-func noLostWrites(t *testing.T, stores []*Store, writers, each int) {
+func noLostWrites(t *testing.T, ctx context.Context, stores []*Store, writers, each int) {
 	t.Helper()
 	var (
 		mu   sync.Mutex
@@ -80,7 +80,7 @@ func noLostWrites(t *testing.T, stores []*Store, writers, each int) {
 		wg.Go(func() {
 			for i := range each {
 				data := fmt.Sprintf(`{"writer":%d,"i":%d}`, w, i)
-				v, err := stores[w%len(stores)].Put(bg, "race", "free", []byte(data), WriteOptions{})
+				v, err := stores[w%len(stores)].Put(ctx, "race", "free", []byte(data), WriteOptions{})
 				if errors.Is(err, ErrBusy) {
 					busy.Add(1) // lost too often: allowed, and nothing was written
 					continue
@@ -120,8 +120,8 @@ func TestCASRaceOneNode(t *testing.T) {
 	e := newEnv(t)
 	_, peer := newServices(t, e.b, e.clock)
 	stores := []*Store{e.s, peer}
-	casRace(t, stores, 16, 8)
-	noLostWrites(t, stores, 8, 10)
+	casRace(t, bg, stores, 16, 8)
+	noLostWrites(t, bg, stores, 8, 10)
 }
 
 func TestCASRaceThreeNodes(t *testing.T) {
@@ -129,8 +129,22 @@ func TestCASRaceThreeNodes(t *testing.T) {
 		t.Skip("3-node cluster")
 	}
 	stores := newCluster(t, 3)
-	casRace(t, stores, 12, 6)
-	noLostWrites(t, stores, 6, 8)
+	casRace(t, bg, stores, 12, 6)
+	noLostWrites(t, bg, stores, 6, 8)
+}
+
+// With WithStateCurrent the first try of a write reads the mount from the
+// node's own state, which may lag on a follower: the compare-and-swap must
+// still give each version to exactly one writer, and a writer that lost
+// must see the winner's write when it tries again.
+func TestCASRaceThreeNodesStateCurrent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3-node cluster")
+	}
+	stores := newCluster(t, 3)
+	ctx := WithStateCurrent(bg)
+	casRace(t, ctx, stores, 12, 6)
+	noLostWrites(t, ctx, stores, 6, 8)
 }
 
 // newCluster starts n durable raftstore nodes with mutual TLS on

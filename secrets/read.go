@@ -29,7 +29,7 @@ func (s *Store) Get(ctx context.Context, mount, path string, n int) (*Secret, er
 	if err := CheckPath(path); err != nil {
 		return nil, err
 	}
-	m, _, err := s.readMount(ctx, mount)
+	m, _, err := s.mountForCall(ctx, mount, false)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +89,7 @@ func (s *Store) GetMany(ctx context.Context, mount string, paths []string) ([]Re
 	if len(paths) == 0 || len(paths) > MaxReadMany {
 		return nil, fmt.Errorf("%w: give 1 to %d paths", ErrInvalid, MaxReadMany)
 	}
-	m, _, err := s.readMount(ctx, mount)
+	m, _, err := s.mountForCall(ctx, mount, false)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +116,7 @@ func (s *Store) ReadMetadata(ctx context.Context, mount, path string) (*Metadata
 	if err := CheckPath(path); err != nil {
 		return nil, err
 	}
-	m, _, err := s.readMount(ctx, mount)
+	m, _, err := s.mountForCall(ctx, mount, false)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func (s *Store) List(ctx context.Context, mount, folder string, o ListOptions) (
 	if o.Limit == 0 {
 		o.Limit = DefaultListLimit
 	}
-	m, _, err := s.readMount(ctx, mount)
+	m, _, err := s.mountForCall(ctx, mount, false)
 	if err != nil {
 		return ListPage{}, err
 	}

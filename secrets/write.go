@@ -29,7 +29,7 @@ func (s *Store) update(ctx context.Context, mount, path string, fn change) (*mou
 	}
 	defer s.lock(mount, path)()
 	for attempt := 0; ; attempt++ {
-		m, _, err := s.readMount(ctx, mount)
+		m, _, err := s.mountForCall(ctx, mount, attempt > 0)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -299,7 +299,7 @@ func (s *Store) Move(ctx context.Context, mount, from, to string) error {
 	}
 	defer s.lock(mount, from, to)()
 	for attempt := 0; ; attempt++ {
-		done, err := s.moveOnce(ctx, mount, from, to)
+		done, err := s.moveOnce(ctx, mount, from, to, attempt > 0)
 		if err != nil || done {
 			return err
 		}
@@ -309,8 +309,8 @@ func (s *Store) Move(ctx context.Context, mount, from, to string) error {
 	}
 }
 
-func (s *Store) moveOnce(ctx context.Context, mount, from, to string) (bool, error) {
-	m, _, err := s.readMount(ctx, mount)
+func (s *Store) moveOnce(ctx context.Context, mount, from, to string, retry bool) (bool, error) {
+	m, _, err := s.mountForCall(ctx, mount, retry)
 	if err != nil {
 		return false, err
 	}
