@@ -422,3 +422,25 @@ func FuzzHasherJSON(f *testing.F) {
 		}
 	})
 }
+
+// The Hasher reuses its HMAC states: values hashed one after another and
+// concurrently, short and long, each get their own independent HMAC.
+func TestHasherHMACReuse(t *testing.T) {
+	h, err := NewHasher(testKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				v := strings.Repeat(string(rune('a'+g)), i*13)
+				if got := h.HMAC(v); got != want(v) {
+					t.Errorf("HMAC of %d bytes: %s, want %s", len(v), got, want(v))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

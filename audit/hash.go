@@ -8,6 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
+	"sync"
 )
 
 // HashPrefix starts every hashed value.
@@ -35,6 +38,7 @@ func DefaultAllowKeys() []string {
 type Hasher struct {
 	key   []byte
 	allow map[string]bool
+	macs  sync.Pool // of hash.Hash: HMAC-SHA256 under key, reset before use
 }
 
 // NewHasher returns a Hasher with key (at least MinKeySize bytes) that
@@ -44,6 +48,7 @@ func NewHasher(key []byte, allow []string) (*Hasher, error) {
 		return nil, fmt.Errorf("audit: HMAC key is %d bytes, want at least %d", len(key), MinKeySize)
 	}
 	h := &Hasher{key: bytes.Clone(key), allow: make(map[string]bool, len(allow))}
+	h.macs.New = func() any { return hmac.New(sha256.New, h.key) }
 	for _, k := range allow {
 		h.allow[k] = true
 	}
@@ -52,9 +57,18 @@ func NewHasher(key []byte, allow []string) (*Hasher, error) {
 
 // HMAC returns "hmac-sha256:" and the hex HMAC-SHA256 of v.
 func (h *Hasher) HMAC(v string) string {
-	m := hmac.New(sha256.New, h.key)
-	m.Write([]byte(v))
-	return HashPrefix + hex.EncodeToString(m.Sum(nil))
+	// A reset HMAC starts from its saved keyed state: the key is not
+	// hashed again for every value.
+	m := h.macs.Get().(hash.Hash)
+	m.Reset()
+	io.WriteString(m, v)
+	var sum [sha256.Size]byte
+	m.Sum(sum[:0])
+	h.macs.Put(m)
+	out := make([]byte, len(HashPrefix)+hex.EncodedLen(len(sum)))
+	copy(out, HashPrefix)
+	hex.Encode(out[len(HashPrefix):], sum[:])
+	return string(out)
 }
 
 // Object returns a copy of obj in which every value is hashed except those
