@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -316,19 +315,6 @@ func (s *Server) serveAudited(w http.ResponseWriter, r *http.Request, rt route, 
 	}
 	w.WriteHeader(bw.status)
 	_, _ = w.Write(bw.body.Bytes())
-}
-
-// jsonObject decodes body as a JSON object for the audit log; anything else
-// is logged as its HMAC under "body".
-func jsonObject(body []byte) map[string]any {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil
-	}
-	var m map[string]any
-	if err := json.Unmarshal(body, &m); err != nil {
-		return map[string]any{"body": string(body)}
-	}
-	return m
 }
 
 type httpMetrics struct {
