@@ -279,7 +279,7 @@ func (s *Server) serveAudited(w http.ResponseWriter, r *http.Request, rt route, 
 		rt.h(w, r)
 		return
 	}
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r, s.maxBody)
 	if err != nil {
 		writeError(w, r, decodeError(err))
 		return
@@ -315,6 +315,19 @@ func (s *Server) serveAudited(w http.ResponseWriter, r *http.Request, rt route, 
 	}
 	w.WriteHeader(bw.status)
 	_, _ = w.Write(bw.body.Bytes())
+}
+
+// readBody reads the whole request body, into a buffer of its declared
+// length when it declares one (within limit, which the body's reader
+// enforces), else growing as io.ReadAll does.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	n := r.ContentLength
+	if n <= 0 || n > limit {
+		return io.ReadAll(r.Body)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, n+bytes.MinRead))
+	_, err := buf.ReadFrom(r.Body)
+	return buf.Bytes(), err
 }
 
 type httpMetrics struct {
