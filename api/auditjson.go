@@ -173,23 +173,21 @@ func (r *quickReader) array() ([]any, bool) {
 // way.
 func (r *quickReader) str() (string, bool) {
 	start := r.i + 1
-	ascii := true
-	for j := start; j < len(r.b); j++ {
-		switch c := r.b[j]; {
-		case c == '"':
-			s := r.b[start:j]
-			if !ascii && !utf8.Valid(s) {
-				return "", false
-			}
-			r.i = j + 1
-			return string(s), true
-		case c == '\\' || c < 0x20:
+	n := bytes.IndexByte(r.b[start:], '"')
+	if n < 0 {
+		return "", false
+	}
+	s := r.b[start : start+n]
+	if bytes.IndexByte(s, '\\') >= 0 || !utf8.Valid(s) {
+		return "", false
+	}
+	for _, c := range s {
+		if c < 0x20 {
 			return "", false
-		case c >= utf8.RuneSelf:
-			ascii = false
 		}
 	}
-	return "", false
+	r.i = start + n + 1
+	return string(s), true
 }
 
 func (r *quickReader) literal(word string) bool {
