@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -137,17 +136,6 @@ func BenchmarkReqPath(b *testing.B) {
 			})
 		}
 	}
-}
-
-// processCPU is the CPU time (user and system) this process has used: the
-// three nodes and the clients. Divided by the requests, it is a measure
-// that stays meaningful on a busy machine, where rates do not.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // profileTimed writes a CPU profile of the timed part alone to
