@@ -23,7 +23,21 @@ var (
 	_ stepca.RevocationRecorder = inventory{}
 	_ stepca.RevocationChecker  = inventory{}
 	_ stepca.OriginTeller       = inventory{}
+	_ stepca.CertificateReader  = inventory{}
 )
+
+// Certificate gives step-ca a recorded certificate, so that it need not
+// keep copies of its own.
+func (i inventory) Certificate(ctx context.Context, serial *big.Int) (*x509.Certificate, error) {
+	c, err := i.Get(ctx, hex.EncodeToString(serial.Bytes()))
+	if errors.Is(err, ca.ErrNotFound) {
+		return nil, stepca.ErrNotRecorded
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c.Certificate, nil
+}
 
 // Origin tells step-ca the source and role a certificate was recorded
 // under, so that a renewal is checked against the policy that issued it.

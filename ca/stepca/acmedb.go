@@ -30,8 +30,8 @@ const OrderIndexTable = "stepca.account_orders"
 //     of the new-order request (see writeBatch); the index entry is a
 //     record of its own, so orders of one account never contend;
 //   - an order leaves the index in the write that makes it valid or
-//     invalid, and a finalisation writes the ACME certificate, its serial
-//     entry and the valid order in one transaction;
+//     invalid, and a finalisation writes the ACME certificate (a compact
+//     record, see acmecert.go) and the valid order in one transaction;
 //   - the account's order list reads the index entries (and step's old
 //     index record, which it only shrinks), and drops the entries of orders
 //     found final or gone;
@@ -42,7 +42,9 @@ const OrderIndexTable = "stepca.account_orders"
 type acmeDB struct {
 	acme.DB
 	nonces *nonces
-	raw    *DB // step's nosql database, under acme.DB
+	raw    *DB               // step's nosql database, under acme.DB
+	certs  CertificateReader // the Recorder, if it reads certificates (acmecert.go)
+	chains chainCache
 }
 
 // batchKey carries a request's *writeBatch in its context.
@@ -86,20 +88,6 @@ func (d *acmeDB) CreateOrder(ctx context.Context, o *acme.Order) error {
 		b = &writeBatch{}
 	}
 	if err := b.db(d.raw).CreateOrder(ctx, o); err != nil {
-		return err
-	}
-	return b.flush(ctx, d.raw)
-}
-
-// CreateCertificate makes an ACME certificate record and its serial index
-// entry; in a finalize request they are written with the order that
-// becomes valid (UpdateOrder), else at once, together.
-func (d *acmeDB) CreateCertificate(ctx context.Context, cert *acme.Certificate) error {
-	if b := batchFor(ctx); b != nil {
-		return b.db(d.raw).CreateCertificate(ctx, cert)
-	}
-	b := &writeBatch{}
-	if err := b.db(d.raw).CreateCertificate(ctx, cert); err != nil {
 		return err
 	}
 	return b.flush(ctx, d.raw)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"math/big"
 	"time"
 
 	"github.com/smallstep/certificates/authority/provisioner"
 	"github.com/smallstep/certificates/db"
+	"github.com/smallstep/nosql/database"
 )
 
 // authTables are the tables of step's db package (db.New creates them, but
@@ -23,10 +25,21 @@ var authTables = []string{
 
 // authDB is step's authority database with the Recorder told of every
 // certificate stored and every revocation, and asked about revocations.
+// When the Recorder is a CertificateReader and an OriginTeller (custos'
+// inventory), step's copies of the certificates (x509_certs) and of their
+// provisioners (x509_certs_data) are not written: step reads them only to
+// revoke (the certificate's expiry, for its CRL) and to find the
+// provisioner of a certificate being renewed or revoked over mTLS, and
+// both are answered from the inventory. Records step wrote are still read.
 type authDB struct {
 	*db.DB
 	rec     Recorder
+	certs   CertificateReader // rec, if it reads certificates and tells origins
+	origins OriginTeller
 	timeout time.Duration
+	// provisioner returns step's data of the provisioner with this name,
+	// or nil.
+	provisioner func(name string) *db.ProvisionerData
 	// renewCheck decides a renewal again when it is stored, whatever path
 	// it took (the Server checks it before signing too).
 	renewCheck func(ctx context.Context, old *x509.Certificate, pub crypto.PublicKey) error
@@ -47,7 +60,13 @@ func newAuthDB(d *DB, rec Recorder, timeout time.Duration) (*authDB, error) {
 			return nil, err
 		}
 	}
-	return &authDB{DB: &db.DB{DB: d}, rec: rec, timeout: timeout}, nil
+	a := &authDB{DB: &db.DB{DB: d}, rec: rec, timeout: timeout}
+	cr, ok1 := rec.(CertificateReader)
+	ot, ok2 := rec.(OriginTeller)
+	if ok1 && ok2 {
+		a.certs, a.origins = cr, ot
+	}
+	return a, nil
 }
 
 func (a *authDB) ctx() (context.Context, context.CancelFunc) {
@@ -69,6 +88,9 @@ func (a *authDB) StoreCertificateChain(p provisioner.Interface, chain ...*x509.C
 	}
 	if err := a.record(chain[0], source, role); err != nil {
 		return err
+	}
+	if a.certs != nil {
+		return nil
 	}
 	return a.DB.StoreCertificateChain(p, chain...)
 }
@@ -102,6 +124,9 @@ func (a *authDB) StoreRenewedCertificate(old *x509.Certificate, chain ...*x509.C
 	if err := a.record(chain[0], source, role); err != nil {
 		return err
 	}
+	if a.certs != nil {
+		return nil
+	}
 	return a.DB.StoreRenewedCertificate(old, chain...)
 }
 
@@ -110,7 +135,61 @@ func (a *authDB) StoreCertificate(crt *x509.Certificate) error {
 	if err := a.record(crt, SourceStep, ""); err != nil {
 		return err
 	}
+	if a.certs != nil {
+		return nil
+	}
 	return a.DB.StoreCertificate(crt)
+}
+
+// GetCertificate returns the certificate with this serial (decimal): from
+// the inventory, else from step's copy.
+func (a *authDB) GetCertificate(serial string) (*x509.Certificate, error) {
+	if a.certs == nil {
+		return a.DB.GetCertificate(serial)
+	}
+	n, err := stepSerial(serial)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := a.ctx()
+	defer cancel()
+	c, err := a.certs.Certificate(ctx, n)
+	if errors.Is(err, ErrNotRecorded) {
+		return a.DB.GetCertificate(serial)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stepca: certificate %s: %w", serial, err)
+	}
+	return c, nil
+}
+
+// GetCertificateData returns the provisioner that issued the certificate
+// with this serial (decimal): from step's record if it wrote one, else
+// the provisioner of the inventory's origin, as it is now. A certificate
+// of custos' REST API has none.
+func (a *authDB) GetCertificateData(serial string) (*db.CertificateData, error) {
+	data, err := a.DB.GetCertificateData(serial)
+	if a.origins == nil || !errors.Is(err, database.ErrNotFound) {
+		return data, err
+	}
+	n, perr := stepSerial(serial)
+	if perr != nil {
+		return nil, perr
+	}
+	ctx, cancel := a.ctx()
+	defer cancel()
+	o, oerr := a.origins.Origin(ctx, n)
+	if errors.Is(oerr, ErrNotRecorded) {
+		return nil, err
+	}
+	if oerr != nil {
+		return nil, fmt.Errorf("stepca: origin of %s: %w", serial, oerr)
+	}
+	data = &db.CertificateData{}
+	if o.Source != SourceREST && o.Role != "" && a.provisioner != nil {
+		data.Provisioner = a.provisioner(o.Role)
+	}
+	return data, nil
 }
 
 func (a *authDB) record(crt *x509.Certificate, source, role string) error {
@@ -170,4 +249,26 @@ func stepSerial(s string) (*big.Int, error) {
 		return nil, fmt.Errorf("stepca: serial %q is not a positive decimal number", s)
 	}
 	return n, nil
+}
+
+// provisionerData is step's data of the ACME or JWK provisioner with this
+// name, as this node serves it now, or nil.
+func (s *Server) provisionerData(name string) *db.ProvisionerData {
+	st := s.state()
+	if st == nil {
+		return nil
+	}
+	if p, ok := st.provs[name]; ok {
+		return &db.ProvisionerData{ID: p.stepID(), Name: p.Name, Type: provisioner.TypeACME.String()}
+	}
+	var jwk *provisioner.JWK
+	if p, ok := st.jwks[name]; ok {
+		jwk = s.stepJWK(p)
+	} else if s.jwk != nil && s.jwk.Name == name {
+		jwk = s.jwk
+	}
+	if jwk == nil {
+		return nil
+	}
+	return &db.ProvisionerData{ID: jwk.GetID(), Name: jwk.Name, Type: provisioner.TypeJWK.String()}
 }

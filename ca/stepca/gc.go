@@ -13,10 +13,10 @@ import (
 
 // Step's tables of issued certificates.
 const (
-	bucketCerts        = "acme_certs"              // certificate ID -> {leaf PEM, intermediates PEM, ...}
-	bucketCertBySerial = "acme_serial_certs_index" // serial (decimal) -> {certificateID}
-	bucketX509         = "x509_certs"              // serial (decimal) -> DER (step's authority, every path)
-	bucketX509Data     = "x509_certs_data"         // serial (decimal) -> {provisioner}
+	bucketCerts        = "acme_certs"              // certificate ID -> acmeCert; step's: {leaf PEM, intermediates PEM, ...}
+	bucketCertBySerial = "acme_serial_certs_index" // serial (decimal) -> {certificateID} (step's records only)
+	bucketX509         = "x509_certs"              // serial (decimal) -> DER (step's authority, without a CertificateReader)
+	bucketX509Data     = "x509_certs_data"         // serial (decimal) -> {provisioner} (idem)
 )
 
 // certCollectBatch is how many certificates one transaction of
@@ -104,6 +104,13 @@ func (s *Server) collectACMECerts(ctx context.Context, retention time.Duration) 
 	tCerts, tSerials := TablePrefix+bucketCerts, TablePrefix+bucketCertBySerial
 	d := &batchDeleter{s: s}
 	err := listAll(ctx, s.cfg.Storage, tCerts, func(kv raftstore.KV) error {
+		var rec acmeCert
+		if json.Unmarshal(kv.Value, &rec) == nil && rec.V == acmeCertVersion {
+			if rec.NotAfter == 0 || !time.Unix(rec.NotAfter, 0).Before(cutoff) {
+				return nil
+			}
+			return d.add(ctx, raftstore.Op{Kind: raftstore.OpDelete, Table: tCerts, Key: kv.Key})
+		}
 		leaf, ok := acmeLeaf(kv.Value)
 		if !ok || !leaf.NotAfter.Before(cutoff) {
 			return nil

@@ -21,16 +21,25 @@ func TestCollectCertificates(t *testing.T) {
 	if _, err := e.issue(ctx, c, "http-01", acme.DomainIDs("gc2.test")); err != nil {
 		t.Fatal(err)
 	}
-	if e.rows(t, bucketCerts) != 2 || e.rows(t, bucketCertBySerial) != 2 {
-		t.Fatalf("%d certificates, %d serial entries before, want 2 each", e.rows(t, bucketCerts), e.rows(t, bucketCertBySerial))
+	// A record step wrote (with its serial entry and the authority's
+	// copies) is collected too.
+	leaf, err := e.srv.acmeDB.GetCertificate(ctx, certID(chain[0].SerialNumber))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if e.rows(t, bucketX509) != 2 || e.rows(t, bucketX509Data) != 2 {
-		t.Fatalf("%d authority records, %d data records before, want 2 each", e.rows(t, bucketX509), e.rows(t, bucketX509Data))
+	if err := e.writeLegacy(ctx, leaf); err != nil {
+		t.Fatal(err)
+	}
+	if e.rows(t, bucketCerts) != 2 || e.rows(t, bucketCertBySerial) != 1 {
+		t.Fatalf("%d certificates, %d serial entries before, want 2 and 1", e.rows(t, bucketCerts), e.rows(t, bucketCertBySerial))
+	}
+	if e.rows(t, bucketX509) != 1 || e.rows(t, bucketX509Data) != 1 {
+		t.Fatalf("%d authority records, %d data records before, want 1 each", e.rows(t, bucketX509), e.rows(t, bucketX509Data))
 	}
 	live := func(retention time.Duration) int {
 		t.Helper()
 		n, m, err := e.srv.CollectCertificates(ctx, retention)
-		if err != nil || n != m {
+		if err != nil || m > n || (n > 0 && m != 1) {
 			t.Fatalf("collect: %d ACME and %d authority records, %v", n, m, err)
 		}
 		return n

@@ -177,6 +177,7 @@ var (
 	_ Recorder           = (*recorder)(nil)
 	_ RevocationRecorder = (*recorder)(nil)
 	_ RevocationChecker  = (*recorder)(nil)
+	_ CertificateReader  = (*recorder)(nil)
 )
 
 func newRecorder() *recorder {
@@ -205,6 +206,16 @@ func (r *recorder) IsRevoked(_ context.Context, serial *big.Int) (bool, error) {
 	defer r.mu.Unlock()
 	_, ok := r.revoked[serial.String()]
 	return ok, nil
+}
+
+func (r *recorder) Certificate(_ context.Context, serial *big.Int) (*x509.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.certs[serial.String()]
+	if !ok {
+		return nil, ErrNotRecorded
+	}
+	return c.cert, nil
 }
 
 func (r *recorder) get(serial string) (recorded, bool) {

@@ -83,16 +83,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cfg.Storage.CreateTable(ctx, OrderIndexTable); err != nil {
-		return nil, fmt.Errorf("stepca: create table %s: %w", OrderIndexTable, err)
+	for _, t := range []string{OrderIndexTable, ChainTable} {
+		if err := cfg.Storage.CreateTable(ctx, t); err != nil {
+			return nil, fmt.Errorf("stepca: create table %s: %w", t, err)
+		}
 	}
 	s.acmeDB = &acmeDB{DB: adb, nonces: newNonces(key, cfg.NonceLifetime, cfg.Clock), raw: db}
+	s.acmeDB.certs, _ = cfg.Recorder.(CertificateReader)
 	s.client = newValidator(cfg)
 	s.linker = acme.NewLinker("", "/acme")
 	if err := s.loadCA(ctx); err != nil {
 		return nil, err
 	}
-	s.authDB.renewCheck = s.checkRenewal
+	s.authDB.renewCheck, s.authDB.provisioner = s.checkRenewal, s.provisionerData
 	for _, t := range []string{ProvisionerTable, JWKTable} {
 		if err := cfg.Storage.CreateTable(ctx, t); err != nil {
 			return nil, fmt.Errorf("stepca: create table %s: %w", t, err)
