@@ -108,6 +108,13 @@ func (n *Node) stepPassword(ctx context.Context) ([]byte, error) {
 	return n.sys().stepJWKPassword(ctx, enc)
 }
 
+// acmeCollectGrace is how long after their expiry ACME orders and
+// authorisations are kept. RFC 8555 gives an expired order or
+// authorisation no use (7.1.3, 7.1.4: it is invalid once expired), and
+// step-ca, unlike Boulder, never reuses an authorisation for a later
+// order; the hour absorbs clock skew between nodes.
+const acmeCollectGrace = time.Hour
+
 // collectACME deletes expired ACME orders, authorisations and challenges,
 // on the leader, now and then.
 func (n *Node) collectACME(ctx context.Context, s *stepca.Server) {
@@ -119,7 +126,7 @@ func (n *Node) collectACME(ctx context.Context, s *stepca.Server) {
 			return
 		case <-t.C:
 			if n.store.IsLeader() {
-				if _, err := s.Collect(ctx, 7*24*time.Hour); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, raftstore.ErrClosed) {
+				if _, err := s.Collect(ctx, acmeCollectGrace); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, raftstore.ErrClosed) {
 					n.log.Warn("ACME collection", "error", err)
 				}
 			}

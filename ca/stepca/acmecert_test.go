@@ -68,8 +68,21 @@ func TestACMECompactCertificate(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	c := e.newACMEClient(t)
-	der, url, _ := e.issueOrder(t, c, "compact.test")
+	der, url, authzs := e.issueOrder(t, c, "compact.test")
 	der2, _ := e.issueWithURL(t, c, "compact2.test")
+
+	// A valid authorization keeps the challenge that was validated
+	// (RFC 8555, 7.1.4); the others are deleted.
+	az, err := c.GetAuthorization(ctx, authzs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if az.Status != acme.StatusValid || len(az.Challenges) != 1 || az.Challenges[0].Type != "http-01" || az.Challenges[0].Status != acme.StatusValid {
+		t.Errorf("valid authorization: %s, %d challenges", az.Status, len(az.Challenges))
+	}
+	if n := e.rows(t, bucketChallenges); n != 2 {
+		t.Errorf("%d challenges stored after two orders, want 2", n)
+	}
 
 	_, issuing, err := e.ca.issuer(ctx)
 	if err != nil {

@@ -196,17 +196,55 @@ func (d *acmeDB) UpdateOrder(ctx context.Context, o *acme.Order) error {
 
 // UpdateAuthorization stores az's status, fingerprint and error, unless
 // the stored authorization is final already (then az gets its status).
+// An authorization that becomes valid keeps only its valid challenges,
+// and the others are deleted in the same write: RFC 8555, 7.1.4, lists
+// for a valid authorization "the challenge that was validated", and the
+// others (step makes three per name) would be kept for nothing.
 func (d *acmeDB) UpdateAuthorization(ctx context.Context, az *acme.Authorization) error {
 	return d.advance(ctx, nil, bucketAuthzs, "authz", az.ID, func(rec record) ([]raftstore.Op, bool, error) {
-		if cur := rec.status(); cur != acme.StatusPending && az.Status != cur {
+		cur := rec.status()
+		if cur != acme.StatusPending && az.Status != cur {
 			az.Status, az.Fingerprint, az.Error = cur, rec.str("fingerprint"), nil
 			return nil, false, rec.decode("error", &az.Error)
 		}
 		rec.set("status", az.Status, false)
 		rec.set("fingerprint", az.Fingerprint, true)
 		rec.set("error", az.Error, false)
-		return nil, true, nil
+		if cur != acme.StatusPending || az.Status != acme.StatusValid {
+			return nil, true, nil
+		}
+		return pruneChallenges(rec, az), true, nil
 	})
+}
+
+// pruneChallenges keeps in rec the challenges of az that are valid, and
+// returns the deletes of the others; none if az has no valid challenge
+// among those rec holds.
+func pruneChallenges(rec record, az *acme.Authorization) []raftstore.Op {
+	var ids []string
+	if rec.decode("challengeIDs", &ids) != nil {
+		return nil
+	}
+	valid := map[string]bool{}
+	for _, ch := range az.Challenges {
+		if ch != nil && ch.Status == acme.StatusValid {
+			valid[ch.ID] = true
+		}
+	}
+	var keep []string
+	var drop []raftstore.Op
+	for _, id := range ids {
+		if valid[id] {
+			keep = append(keep, id)
+		} else {
+			drop = append(drop, raftstore.Op{Kind: raftstore.OpDelete, Table: TablePrefix + bucketChallenges, Key: []byte(id)})
+		}
+	}
+	if len(keep) == 0 {
+		return nil
+	}
+	rec.set("challengeIDs", keep, false)
+	return drop
 }
 
 func final(s acme.Status) bool { return s == acme.StatusValid || s == acme.StatusInvalid }
