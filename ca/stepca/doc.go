@@ -40,9 +40,19 @@
 //     ACME certificate with the order. Orders and authorizations only move
 //     forward: updates are compare-and-swaps, and one computed from a
 //     stale read is not written. The order list shows pending orders;
+//   - certificates are not stored twice: with a Recorder that is a
+//     CertificateReader and an OriginTeller (custos' inventory), an ACME
+//     certificate record holds its account, its order, its expiry and a
+//     reference to its issuing chain (ChainTable, one record per chain),
+//     at the serial in hex (no serial index); step's authority reads a
+//     certificate and its provisioner from the inventory and writes no copy
+//     of its own. Records step wrote before are still read. A valid
+//     authorization keeps only the challenge that was validated (RFC 8555,
+//     7.1.4), the others are deleted;
 //   - Collect deletes expired orders, authorizations and challenges;
 //   - CollectCertificates deletes step's records (ACME and authority) of
-//     certificates that expired more than a retention ago;
+//     certificates that expired more than a retention ago; a certificate
+//     the inventory no longer holds can no longer be downloaded;
 //   - ACME provisioners are named, stored through the barrier and served at
 //     /acme/<name>/directory by every node as soon as it applied a change
 //     (a stale read of one record per request tells it to reload). Each
