@@ -71,7 +71,8 @@ type Config struct {
 // intervals of one to two timeouts, so it starts an election one to three
 // timeouts after it last heard from it, and the other survivor votes only
 // once it has given up on the leader too (BenchmarkFailover in package
-// node measures the stall). The leader sends heartbeats every tenth of the
+// node measures the stall). A leader whose process died is noticed sooner,
+// by its closed port (watchLeaderCrash). The leader sends heartbeats every tenth of the
 // timeout, so a busy follower misses ten before it calls an election;
 // much shorter timeouts make needless elections on loaded machines.
 func DefaultConfig() Config {
@@ -254,11 +255,12 @@ func (s *Store) open() error {
 	s.mux.admit.Store(&admitFunc{s.mayConnect})
 	s.fwd = newForwarder(s)
 	s.batch = newBatcher(s)
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go s.batch.run()
 	go s.watchLeadership()
 	go s.watchHeartbeats()
 	go s.fwd.serve()
+	go s.watchLeaderCrash()
 	return nil
 }
 
