@@ -72,9 +72,10 @@ type Config struct {
 // timeouts after it last heard from it, and the other survivor votes only
 // once it has given up on the leader too (BenchmarkFailover in package
 // node measures the stall). A leader whose process died is noticed sooner,
-// by its closed port (watchLeaderCrash). The leader sends heartbeats every tenth of the
-// timeout, so a busy follower misses ten before it calls an election;
-// much shorter timeouts make needless elections on loaded machines.
+// by its closed port (see watchLeaderCrash). The leader sends heartbeats
+// every tenth of the timeout, so a busy follower misses ten before it
+// calls an election; much shorter timeouts make needless elections on
+// loaded machines.
 func DefaultConfig() Config {
 	return Config{
 		BindAddr:           "127.0.0.1:8444",
