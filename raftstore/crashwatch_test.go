@@ -7,10 +7,22 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// slowTimeouts gives every live node heartbeat and election timeouts of
-// 30 s, so that no election can come from them within the tests below.
+// slowTimeouts waits until every node holds the whole log (a node that has
+// not yet learnt of a member it was just joined with can elect no one), then
+// gives every node heartbeat and election timeouts of 30 s, so that no
+// election can come from them within the tests below.
 func slowTimeouts(t *testing.T, c *testCluster) {
 	t.Helper()
+	mustCreateTable(t, c.node("node1"), "kv")
+	leader := c.waitLeader(settle)
+	eventually(t, settle, func() error {
+		for _, s := range c.live() {
+			if s.AppliedIndex() != leader.AppliedIndex() {
+				return errNotYet
+			}
+		}
+		return nil
+	})
 	for _, s := range c.live() {
 		rc := s.raft.ReloadableConfig()
 		rc.HeartbeatTimeout, rc.ElectionTimeout = 30*time.Second, 30*time.Second
@@ -25,8 +37,8 @@ func slowTimeouts(t *testing.T, c *testCluster) {
 // heartbeat timeouts, and afterwards go back to them.
 func TestLeaderCrashStartsElectionAtOnce(t *testing.T) {
 	c := newCluster(t, 3, fastTimeouts)
-	old := c.waitLeader(settle)
 	slowTimeouts(t, c)
+	old := c.waitLeader(settle)
 	killed := time.Now()
 	c.kill(old.ID())
 	// Without the watch no follower calls an election for 30 s.
@@ -47,8 +59,8 @@ func TestLeaderCrashStartsElectionAtOnce(t *testing.T) {
 // wait for it as long as their timeouts say.
 func TestLeaderCutOffIsWaitedFor(t *testing.T) {
 	c := newCluster(t, 3, fastTimeouts)
-	old := c.waitLeader(settle)
 	slowTimeouts(t, c)
+	old := c.waitLeader(settle)
 	var rest []string
 	for _, id := range c.ids {
 		if id != old.ID() {
