@@ -188,11 +188,16 @@ type newOrder struct {
 
 // orderPolicy checks a new order against its provisioner's policy before
 // step-ca sees it, so that a refused name gets rejectedIdentifier at
-// new-order (not at finalize) and no authorization is made for it. Only a
-// request whose JWS verifies with the key of an account of that
-// provisioner is judged: anything else goes to step-ca, which refuses it,
-// so the policy cannot be probed without an account. The body was capped
-// by lockObject.
+// new-order (not at finalize) and no authorization is made for it.
+//
+// The identifiers are read from the JWS payload before its signature is
+// checked: an order the policy allows goes on to step-ca, which verifies
+// exactly these bytes (once) and refuses them if the signature is bad, so
+// nothing is decided on an unverified payload. Only a refusal is
+// authenticated first: it is answered only to a request whose JWS verifies
+// with the key of an account of that provisioner; anything else goes to
+// step-ca, which refuses it, so the policy cannot be probed without an
+// account. The body was capped by lockObject.
 func (s *Server) orderPolicy(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || path.Base(r.URL.Path) != "new-order" {
@@ -211,59 +216,64 @@ func (s *Server) orderPolicy(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		acc, payload := s.verifiedAccount(r.Context(), body, p)
-		if acc == nil {
+		jws, err := jose.ParseJWS(string(body))
+		if err != nil || len(jws.Signatures) != 1 {
 			next.ServeHTTP(w, r)
 			return
 		}
 		var nor newOrder
-		if json.Unmarshal(payload, &nor) != nil {
+		if json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &nor) != nil {
 			next.ServeHTTP(w, r)
 			return
 		}
-		pol, err := s.policyOf(r.Context(), p)
-		if err != nil {
-			if refused(err) {
-				s.problem(w, r, acme.NewDetailedError(acme.ErrorRejectedIdentifierType, "%v", err))
-				return
-			}
-			s.problem(w, r, acme.WrapErrorISE(err, "reading the provisioner's policy"))
+		refusal := s.refuseOrder(r.Context(), p, nor)
+		if refusal == nil {
+			next.ServeHTTP(w, r)
 			return
 		}
-		for _, id := range nor.Identifiers {
-			if err := pol.identifier(id.Type, id.Value); err != nil {
-				s.problem(w, r, acme.NewDetailedError(acme.ErrorRejectedIdentifierType, "%v", err))
-				return
-			}
+		if !s.signedByAccount(r.Context(), jws, p) {
+			next.ServeHTTP(w, r)
+			return
 		}
-		next.ServeHTTP(w, r)
+		s.problem(w, r, refusal)
 	})
 }
 
-// verifiedAccount returns the account a JWS body is signed by, and its
-// payload, if the signature verifies and the account is a valid one of
-// provisioner p; else nil. It does not spend the nonce: step-ca does.
-func (s *Server) verifiedAccount(ctx context.Context, body []byte, p ACMEProvisioner) (*acme.Account, []byte) {
-	jws, err := jose.ParseJWS(string(body))
-	if err != nil || len(jws.Signatures) != 1 {
-		return nil, nil
+// refuseOrder is the problem a new order gets from p's policy as it stands
+// now, or nil if the policy allows every identifier.
+func (s *Server) refuseOrder(ctx context.Context, p ACMEProvisioner, nor newOrder) *acme.Error {
+	pol, err := s.policyOf(ctx, p)
+	if err != nil {
+		if refused(err) {
+			return acme.NewDetailedError(acme.ErrorRejectedIdentifierType, "%v", err)
+		}
+		return acme.WrapErrorISE(err, "reading the provisioner's policy")
 	}
+	for _, id := range nor.Identifiers {
+		if err := pol.identifier(id.Type, id.Value); err != nil {
+			return acme.NewDetailedError(acme.ErrorRejectedIdentifierType, "%v", err)
+		}
+	}
+	return nil
+}
+
+// signedByAccount reports whether a JWS with one signature is signed by
+// the key of a valid account of provisioner p (its kid). It does not spend
+// the nonce: step-ca does.
+func (s *Server) signedByAccount(ctx context.Context, jws *jose.JSONWebSignature, p ACMEProvisioner) bool {
 	kid := jws.Signatures[0].Protected.KeyID
 	if kid == "" {
-		return nil, nil
+		return false
 	}
 	acc, err := s.acmeDB.GetAccount(ctx, path.Base(kid))
 	if err != nil || acc == nil || acc.Key == nil || !acc.IsValid() {
-		return nil, nil
+		return false
 	}
 	if acc.ProvisionerID != p.stepID() {
-		return nil, nil
+		return false
 	}
-	payload, err := jws.Verify(acc.Key)
-	if err != nil {
-		return nil, nil
-	}
-	return acc, payload
+	_, err = jws.Verify(acc.Key)
+	return err == nil
 }
 
 // problem sends an RFC 8555 problem document with a fresh nonce, as

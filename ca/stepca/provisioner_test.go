@@ -366,3 +366,39 @@ func FuzzACMEProvisioner(f *testing.F) {
 		}
 	})
 }
+
+// TestACMEOrderPolicyNeedsAccount: the policy refuses a name with
+// rejectedIdentifier only to a request signed by an account of that
+// provisioner; a request signed by another key with the account's kid, or
+// by an account of another provisioner, is refused by step-ca whatever it
+// asks for, so the policy cannot be probed, and no order is made.
+func TestACMEOrderPolicyNeedsAccount(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.provisioner(t, ACMEProvisioner{Name: "locked", AllowedNames: []string{".web.test"}})
+	e.provisioner(t, ACMEProvisioner{Name: "open"})
+	c := e.register(t, "locked", nil)
+	if _, err := c.AuthorizeOrder(ctx, acme.DomainIDs("other.test")); err == nil {
+		t.Fatal("the account's own order for a refused name was made")
+	} else {
+		wantProblem(t, err, "rejectedIdentifier")
+	}
+
+	forged := e.client("locked", nil)
+	forged.KID = c.KID
+	other := e.register(t, "open", nil)
+	cross := e.client("locked", other.Key)
+	cross.KID = other.KID
+	for name, cl := range map[string]*acme.Client{"another key": forged, "another provisioner's account": cross} {
+		for _, id := range []string{"other.test", "ok.web.test"} {
+			o, err := cl.AuthorizeOrder(ctx, acme.DomainIDs(id))
+			if err == nil {
+				t.Fatalf("%s: order for %s made: %s", name, id, o.URI)
+			}
+			var ae *acme.Error
+			if errors.As(err, &ae) && ae.ProblemType == "urn:ietf:params:acme:error:rejectedIdentifier" {
+				t.Fatalf("%s: order for %s answered by the policy: %v", name, id, err)
+			}
+		}
+	}
+}
