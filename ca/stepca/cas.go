@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"sync/atomic"
 	"time"
 
 	"github.com/custos-pki/custos/kms"
@@ -25,7 +26,13 @@ import (
 // x509util.CreateCertificate would (validity, issuer, serial, key
 // identifiers), lets Config.Template add what custos puts in every
 // certificate (AIA, CRL distribution point), lints exactly that, signs it,
-// and checks the signature with the issuer's public key.
+// and checks the signature with the issuer's public key once:
+// x509.CreateCertificate refuses a signer whose public key is not the
+// issuing certificate's and verifies the signature it got with that key
+// (signTBS), so it is not verified again here. What else
+// Certificate.CheckSignatureFrom would check of the issuing certificate
+// (a CA, allowed to sign certificates) and the chain sent after the leaf
+// are worked out once per issuer chain (issuerChain), not per certificate.
 type issuingCAS struct {
 	issuer   func(ctx context.Context) (crypto.Signer, []*x509.Certificate, error)
 	template func(ctx context.Context, tpl, issuer *x509.Certificate) error
@@ -35,6 +42,8 @@ type issuingCAS struct {
 	// check, if set, refuses a new certificate against the policy of the
 	// provisioner that asked for it, before anything is signed.
 	check func(context.Context, *casapi.CreateCertificateRequest) error
+	// chain caches what sign needs of the last issuer chain it saw.
+	chain atomic.Pointer[issuerChain]
 }
 
 var (
@@ -96,7 +105,7 @@ func (c *issuingCAS) RevokeCertificate(req *casapi.RevokeCertificateRequest) (*c
 	if err != nil {
 		return nil, fmt.Errorf("stepca: issuer: %w", err)
 	}
-	return &casapi.RevokeCertificateResponse{Certificate: req.Certificate, CertificateChain: issuingChain(chain)}, nil
+	return &casapi.RevokeCertificateResponse{Certificate: req.Certificate, CertificateChain: c.issuerChain(chain).issuing}, nil
 }
 
 // GetSigner returns the issuer's signer.
@@ -117,6 +126,10 @@ func (c *issuingCAS) sign(tpl *x509.Certificate) (*x509.Certificate, []*x509.Cer
 	if len(chain) == 0 || signer == nil {
 		return nil, nil, errors.New("stepca: issuer returned no signer or certificate")
 	}
+	ic := c.issuerChain(chain)
+	if ic.err != nil {
+		return nil, nil, ic.err
+	}
 	parent := chain[0]
 	if err := complete(tpl, parent); err != nil {
 		return nil, nil, err
@@ -126,11 +139,16 @@ func (c *issuingCAS) sign(tpl *x509.Certificate) (*x509.Certificate, []*x509.Cer
 			return nil, nil, fmt.Errorf("stepca: template: %w", err)
 		}
 	}
+	if insecureAlgorithm(tpl.SignatureAlgorithm) {
+		return nil, nil, fmt.Errorf("stepca: sign: signature algorithm %v is not allowed", tpl.SignatureAlgorithm)
+	}
 	if c.lint != nil {
 		if err := c.lint(ctx, tpl); err != nil {
 			return nil, nil, acme.NewDetailedError(acme.ErrorBadCSRType, "certificate refused by lint: %v", err)
 		}
 	}
+	// CreateCertificate refuses a signer whose key is not parent's and
+	// verifies the signature with it: the one post-sign verification.
 	der, err := x509.CreateCertificate(rand.Reader, tpl, parent, tpl.PublicKey, signer)
 	if err != nil {
 		return nil, nil, fmt.Errorf("stepca: sign: %w", err)
@@ -139,10 +157,64 @@ func (c *issuingCAS) sign(tpl *x509.Certificate) (*x509.Certificate, []*x509.Cer
 	if err != nil {
 		return nil, nil, fmt.Errorf("stepca: parse signed certificate: %w", err)
 	}
-	if err := cert.CheckSignatureFrom(parent); err != nil {
-		return nil, nil, fmt.Errorf("stepca: signed certificate does not verify: %w", err)
+	return cert, ic.issuing, nil
+}
+
+// issuerChain is what signing needs of one issuer chain: the chain sent
+// after the leaf, and whether its first certificate may sign certificates.
+type issuerChain struct {
+	chain   []*x509.Certificate // as the issuer returned it
+	issuing []*x509.Certificate // issuingChain(chain)
+	err     error               // the issuing certificate cannot sign
+}
+
+// issuerChain returns the cached issuerChain of chain, working it out
+// again only when the issuer returns another chain (a rotation).
+func (c *issuingCAS) issuerChain(chain []*x509.Certificate) *issuerChain {
+	if ic := c.chain.Load(); ic != nil && equalChain(ic.chain, chain) {
+		return ic
 	}
-	return cert, issuingChain(chain), nil
+	ic := &issuerChain{chain: chain, issuing: issuingChain(chain), err: canSign(chain[0])}
+	c.chain.Store(ic)
+	return ic
+}
+
+func equalChain(a, b []*x509.Certificate) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] && !bytes.Equal(a[i].Raw, b[i].Raw) {
+			return false
+		}
+	}
+	return true
+}
+
+// canSign checks what Certificate.CheckSignatureFrom checks of a parent
+// besides the signature (RFC 5280 4.2.1.9, 4.2.1.3): it is a CA, and its
+// key usage, if any, allows signing certificates.
+func canSign(parent *x509.Certificate) error {
+	if parent.Version == 3 && !parent.BasicConstraintsValid || parent.BasicConstraintsValid && !parent.IsCA {
+		return errors.New("stepca: the issuing certificate is not a CA")
+	}
+	if parent.KeyUsage != 0 && parent.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return errors.New("stepca: the issuing certificate's key usage does not allow signing certificates")
+	}
+	if parent.PublicKeyAlgorithm == x509.UnknownPublicKeyAlgorithm {
+		return errors.New("stepca: the issuing certificate's key algorithm is not supported")
+	}
+	return nil
+}
+
+// insecureAlgorithm reports the signature algorithms CheckSignatureFrom
+// refuses to verify (MD2, MD5, SHA-1).
+func insecureAlgorithm(a x509.SignatureAlgorithm) bool {
+	switch a {
+	case x509.MD2WithRSA, x509.MD5WithRSA, x509.SHA1WithRSA, x509.DSAWithSHA1, x509.ECDSAWithSHA1:
+		return true
+	}
+	return false
 }
 
 // complete fills in what the signer would: issuer, serial, key identifiers.
