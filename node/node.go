@@ -62,6 +62,7 @@ type Node struct {
 	stopSvc context.CancelFunc
 	cer     ceremonies
 	proxies leaderProxies
+	peers   peerCache // cluster certificates of proxies that verified
 	step    *stepca.Server
 
 	workload *workload.Server // the Workload API and SDS socket, while unsealed

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -104,13 +105,16 @@ func (n *Node) LeaderProxy(ctx context.Context) (http.Handler, error) {
 // (API and workload certificates are not), naming a node ID that is in the
 // Raft configuration. Only such a peer may name a client address in
 // clientip.Header; the API drops that header from everyone else.
+//
+// A member's proxy sends many requests on one connection, each asking
+// this: the chain is verified once per certificate and cluster CA
+// (peerCache) while it stays valid; membership is checked every time.
 func (n *Node) clusterPeer(cs *tls.ConnectionState) bool {
 	if len(cs.PeerCertificates) == 0 {
 		return false
 	}
 	leaf := cs.PeerCertificates[0]
-	_, err := leaf.Verify(x509.VerifyOptions{Roots: n.mat.Load().pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	if err != nil || len(leaf.DNSNames) != 1 {
+	if len(leaf.DNSNames) != 1 || !n.peers.verified(n.mat.Load(), leaf, time.Now()) {
 		return false
 	}
 	for _, p := range n.store.Status().Peers {
@@ -119,4 +123,49 @@ func (n *Node) clusterPeer(cs *tls.ConnectionState) bool {
 		}
 	}
 	return false
+}
+
+// peerCache remembers the cluster certificates that verified against one
+// cluster CA (material), each until the first NotAfter of its chain. Only
+// certificates that verified are kept, at most maxPeerCerts.
+type peerCache struct {
+	mu    sync.Mutex
+	mat   *material
+	certs map[[sha256.Size]byte]time.Time // leaf hash -> valid until
+}
+
+const maxPeerCerts = 64
+
+// verified reports whether leaf verifies as a cluster client certificate
+// under mat's CA at now.
+func (c *peerCache) verified(mat *material, leaf *x509.Certificate, now time.Time) bool {
+	h := sha256.Sum256(leaf.Raw)
+	c.mu.Lock()
+	if c.mat != mat {
+		c.mat, c.certs = mat, nil
+	}
+	until, ok := c.certs[h]
+	c.mu.Unlock()
+	if ok && now.Before(until) && !now.Before(leaf.NotBefore) {
+		return true
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{Roots: mat.pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		return false
+	}
+	until = leaf.NotAfter
+	for _, ch := range chains[0] {
+		if ch.NotAfter.Before(until) {
+			until = ch.NotAfter
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mat == mat {
+		if c.certs == nil || len(c.certs) >= maxPeerCerts {
+			c.certs = make(map[[sha256.Size]byte]time.Time)
+		}
+		c.certs[h] = until
+	}
+	return true
 }
