@@ -2,6 +2,12 @@ package node
 
 import (
 	"crypto/x509"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -80,4 +86,26 @@ func TestPeerCache(t *testing.T) {
 	if n := len(c.certs); n > maxPeerCerts {
 		t.Fatalf("cache holds %d certificates, over %d", n, maxPeerCerts)
 	}
+}
+
+// proxyDials sends n requests at once through a leader proxy and returns
+// how many new connections to the leader the proxy dialled for them.
+func proxyDials(t *testing.T, p http.Handler, n int) int {
+	t.Helper()
+	var dials atomic.Int32
+	trace := &httptrace.ClientTrace{ConnectStart: func(string, string) { dials.Add(1) }}
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			r := httptest.NewRequest(http.MethodGet, "/v1/sys/health", nil)
+			r = r.WithContext(httptrace.WithClientTrace(r.Context(), trace))
+			w := httptest.NewRecorder()
+			p.ServeHTTP(w, r)
+			if w.Code == http.StatusServiceUnavailable && strings.Contains(w.Body.String(), "the leader did not answer") {
+				t.Errorf("the leader did not answer: %s", w.Body)
+			}
+		})
+	}
+	wg.Wait()
+	return int(dials.Load())
 }

@@ -136,6 +136,28 @@ func TestLoadSheddingOnACluster(t *testing.T) {
 		}
 	})
 
+	t.Run("the leader proxy keeps its connections", func(t *testing.T) {
+		p, err := tc.nodes[followers[0]].LeaderProxy(context.Background())
+		if err != nil || p == nil {
+			t.Fatalf("a follower's leader proxy: %v, %v", p, err)
+		}
+		if d := proxyDials(t, p, 32); d == 0 {
+			t.Fatal("32 requests at once went out on no new connection")
+		}
+		// 32 clients again: each finds an idle connection, nothing is
+		// dialled (once the connections of the round before are back in
+		// the pool).
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			d := proxyDials(t, p, 32)
+			if d == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("rounds of 32 requests kept dialling new connections to the leader (%d in the last)", d)
+			}
+		}
+	})
+
 	t.Run("ACME limits by the client's address", func(t *testing.T) {
 		pem, err := os.ReadFile(tc.caFile)
 		if err != nil {
