@@ -35,17 +35,7 @@ import (
 //	go tool pprof -top -cum /tmp/encrypt-follower.prof
 func BenchmarkReqPath(b *testing.B) {
 	tc := newTestCluster(b, 3)
-	leader, follower := -1, -1
-	for i, n := range tc.nodes {
-		if n.store.IsLeader() {
-			leader = i
-		} else if follower < 0 {
-			follower = i
-		}
-	}
-	if leader < 0 || follower < 0 {
-		b.Fatal("no leader or no follower")
-	}
+	leader, follower := tc.leaderAndFollower(b)
 	root := newClient(b, tc.nodes[leader], tc.caFile)
 	root.token = tc.root
 	root.must("PUT", "/v1/sys/policies/bench", api.PolicyRequest{Policy: api.RawPolicy(

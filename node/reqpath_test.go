@@ -16,17 +16,7 @@ import (
 // token's) is what guarantees it; these checks keep it so.
 func TestFollowerSeesChangesAtOnce(t *testing.T) {
 	tc := newTestCluster(t, 3)
-	leader, follower := -1, -1
-	for i, n := range tc.nodes {
-		if n.store.IsLeader() {
-			leader = i
-		} else if follower < 0 {
-			follower = i
-		}
-	}
-	if leader < 0 || follower < 0 {
-		t.Fatal("no leader or no follower")
-	}
+	leader, follower := tc.leaderAndFollower(t)
 	root := newClient(t, tc.nodes[leader], tc.caFile)
 	root.token = tc.root
 	const (

@@ -21,7 +21,7 @@ func rootClient(t *testing.T, tc *testCluster, i int) *client {
 	return c
 }
 
-func (tc *testCluster) leader(t *testing.T) int {
+func (tc *testCluster) leader(t testing.TB) int {
 	t.Helper()
 	var idx int
 	waitFor(t, 30*time.Second, func() bool {
@@ -34,6 +34,13 @@ func (tc *testCluster) leader(t *testing.T) int {
 		return false
 	})
 	return idx
+}
+
+// leaderAndFollower returns the index of the leader and of one follower.
+func (tc *testCluster) leaderAndFollower(t testing.TB) (leader, follower int) {
+	t.Helper()
+	leader = tc.leader(t)
+	return leader, (leader + 1) % len(tc.nodes)
 }
 
 func download(t *testing.T, c *client, path string) []byte {
