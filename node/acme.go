@@ -11,7 +11,6 @@ import (
 
 	"github.com/custos-pki/custos/ca"
 	"github.com/custos-pki/custos/ca/stepca"
-	"github.com/custos-pki/custos/raftstore"
 )
 
 // inventory adapts package ca to what step-ca tells and asks: it records
@@ -118,18 +117,8 @@ const acmeCollectGrace = time.Hour
 // collectACME deletes expired ACME orders, authorisations and challenges,
 // on the leader, now and then.
 func (n *Node) collectACME(ctx context.Context, s *stepca.Server) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n.store.IsLeader() {
-				if _, err := s.Collect(ctx, acmeCollectGrace); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, raftstore.ErrClosed) {
-					n.log.Warn("ACME collection", "error", err)
-				}
-			}
-		}
-	}
+	n.onLeaderEvery(ctx, time.Hour, "ACME collection", func(ctx context.Context) error {
+		_, err := s.Collect(ctx, acmeCollectGrace)
+		return err
+	})
 }

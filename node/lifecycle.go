@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"time"
 
@@ -475,20 +474,10 @@ func (n *Node) maintainCA(ctx context.Context, c *ca.CA) {
 
 // tidyTokens removes expired tokens now and then, on the leader only.
 func (n *Node) tidyTokens(ctx context.Context, a *auth.Service) {
-	t := time.NewTicker(10 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n.store.IsLeader() {
-				if _, err := a.Tidy(ctx); err != nil && !errors.Is(err, context.Canceled) {
-					n.log.Warn("token tidy", "error", err)
-				}
-			}
-		}
-	}
+	n.onLeaderEvery(ctx, 10*time.Minute, "token tidy", func(ctx context.Context) error {
+		_, err := a.Tidy(ctx)
+		return err
+	})
 }
 
 func (n *Node) registerMetrics() error {

@@ -10,6 +10,32 @@ import (
 	"github.com/custos-pki/custos/raftstore"
 )
 
+// onLeaderEvery runs fn every interval, on the leader only, until ctx
+// ends; what names it in the warning an error gets. An error from a
+// closing node or context is not worth a warning.
+func (n *Node) onLeaderEvery(ctx context.Context, every time.Duration, what string, fn func(context.Context) error) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n.store.IsLeader() {
+				if err := fn(ctx); !quietErr(err) {
+					n.log.Warn(what, "error", err)
+				}
+			}
+		}
+	}
+}
+
+// quietErr reports an error that needs no warning: none, or the node or
+// its context closing.
+func quietErr(err error) bool {
+	return err == nil || errors.Is(err, context.Canceled) || errors.Is(err, raftstore.ErrClosed)
+}
+
 // tidyCerts removes, on the leader, every TidyInterval, the certificates
 // that expired more than CertRetention ago: the inventory's records and,
 // when ACME runs, step's records of them. The deletes are
@@ -20,32 +46,21 @@ func (n *Node) tidyCerts(ctx context.Context, authority *ca.CA, step *stepca.Ser
 	if every <= 0 {
 		every = time.Hour
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n.store.IsLeader() {
-				n.tidyOnce(ctx, authority, step)
-			}
-		}
-	}
+	n.onLeaderEvery(ctx, every, "certificate tidy", func(ctx context.Context) error {
+		n.tidyOnce(ctx, authority, step)
+		return nil
+	})
 }
 
 func (n *Node) tidyOnce(ctx context.Context, authority *ca.CA, step *stepca.Server) {
-	quiet := func(err error) bool {
-		return err == nil || errors.Is(err, context.Canceled) || errors.Is(err, raftstore.ErrClosed)
-	}
 	st, err := authority.Tidy(ctx, n.cfg.CertRetention)
-	if !quiet(err) {
+	if !quietErr(err) {
 		n.log.Warn("certificate tidy", "error", err)
 	}
 	acme, stepRecs := 0, 0
 	if step != nil {
 		acme, stepRecs, err = step.CollectCertificates(ctx, n.cfg.CertRetention)
-		if !quiet(err) {
+		if !quietErr(err) {
 			n.log.Warn("ACME certificate collection", "error", err)
 		}
 	}
