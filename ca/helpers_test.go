@@ -60,8 +60,14 @@ type stack struct {
 
 func newStack(t testing.TB) *stack {
 	t.Helper()
+	return newStackOn(t, testutil.SingleNode(t))
+}
+
+// newStackOn is a stack on store: a barrier unsealed with a key file and a
+// kms, on a fake clock.
+func newStackOn(t testing.TB, store *raftstore.Store) *stack {
+	t.Helper()
 	clock := newFakeClock()
-	store := testutil.SingleNode(t)
 	b, err := kms.NewBarrier(store, clock)
 	must(t, err)
 	keyFile := filepath.Join(t.TempDir(), "unseal.key")

@@ -7,28 +7,12 @@ import (
 	"time"
 
 	"github.com/custos-pki/custos/internal/testutil"
-	"github.com/custos-pki/custos/kms"
 )
 
 // newStackIn is newStack with the store's data directory known.
 func newStackIn(t testing.TB, dir string) *stack {
 	t.Helper()
-	clock := newFakeClock()
-	store := testutil.SingleNodeIn(t, dir)
-	b, err := kms.NewBarrier(store, clock)
-	must(t, err)
-	keyFile := filepath.Join(t.TempDir(), "unseal.key")
-	must(t, kms.GenerateKeyFile(keyFile))
-	_, err = b.Init(bg, kms.SealConfig{KeyFile: keyFile})
-	must(t, err)
-	must(t, b.UnsealKeyFile(bg, keyFile))
-	kcfg := kms.DefaultConfig()
-	kcfg.Clock = clock
-	k, err := kms.New(b, kcfg)
-	must(t, err)
-	s := &stack{store: store, barrier: b, kms: k, clock: clock}
-	s.leader.Store(true)
-	return s
+	return newStackOn(t, testutil.SingleNodeIn(t, dir))
 }
 
 // stateSize takes a snapshot and returns its size: the state file up to
