@@ -23,20 +23,7 @@ import (
 // keep-alive connections. Every request is authenticated, authorised and
 // written to the audit log twice.
 func BenchmarkAPIEncrypt(b *testing.B) {
-	cfg := testConfig(b, "bench")
-	cfg.UnsealKeyFile = filepath.Join(cfg.DataDir, "unseal.key")
-	cfg.Dev = true
-	n := startNode(b, cfg)
-	env, err := os.ReadFile(filepath.Join(cfg.DataDir, "env"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var token string
-	for _, line := range bytes.Split(env, []byte("\n")) {
-		if v, ok := bytes.CutPrefix(line, []byte("export CUSTOS_TOKEN=")); ok {
-			token = string(v)
-		}
-	}
+	n, token := startDevNode(b)
 	c := newClient(b, n, n.CACertPath())
 	c.token = token
 	c.must("POST", "/v1/kms/keys/bench", map[string]any{}, nil)
@@ -78,4 +65,26 @@ func BenchmarkAPIEncrypt(b *testing.B) {
 		b.Fatalf("%d requests failed", f)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
+}
+
+// startDevNode starts one durable node in dev mode (initialised and
+// unsealed with a key file) and returns it with the root token that dev
+// mode writes to its env file.
+func startDevNode(tb testing.TB) (*Node, string) {
+	tb.Helper()
+	cfg := testConfig(tb, "bench")
+	cfg.UnsealKeyFile = filepath.Join(cfg.DataDir, "unseal.key")
+	cfg.Dev = true
+	n := startNode(tb, cfg)
+	env, err := os.ReadFile(filepath.Join(cfg.DataDir, "env"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range bytes.Split(env, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("export CUSTOS_TOKEN=")); ok {
+			return n, string(v)
+		}
+	}
+	tb.Fatal("dev mode wrote no root token")
+	return nil, ""
 }

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -213,20 +212,7 @@ func TestVaultKubernetesKMSRotation(t *testing.T) {
 // rounds from 32 concurrent clients, and reports both rates and their
 // ratio (vault/native).
 func BenchmarkVaultVsNative(b *testing.B) {
-	cfg := testConfig(b, "bench")
-	cfg.UnsealKeyFile = filepath.Join(cfg.DataDir, "unseal.key")
-	cfg.Dev = true
-	n := startNode(b, cfg)
-	env, err := os.ReadFile(filepath.Join(cfg.DataDir, "env"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var token string
-	for _, line := range bytes.Split(env, []byte("\n")) {
-		if v, ok := bytes.CutPrefix(line, []byte("export CUSTOS_TOKEN=")); ok {
-			token = string(v)
-		}
-	}
+	n, token := startDevNode(b)
 	c := newClient(b, n, n.CACertPath())
 	c.token = token
 	c.must("POST", "/v1/kms/keys/bench", map[string]any{"type": "aes256-gcm96"}, nil)
