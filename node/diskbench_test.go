@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -190,30 +189,9 @@ func benchDisk(b *testing.B, overACME bool) {
 
 	b.ResetTimer()
 	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				if err := issue(int(i)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	l := closedLoop(workers, b.N, func(int) error { return issue(int(next.Add(1))) })
 	b.StopTimer()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
+	l.check(b)
 	if err := n.store.Snapshot(); err != nil {
 		b.Fatal(err)
 	}
