@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/custos-pki/custos/internal/clientip"
+	"github.com/custos-pki/custos/internal/httpstatus"
 	"github.com/custos-pki/custos/internal/ratelimit"
 	"github.com/smallstep/certificates/acme"
 	"github.com/smallstep/certificates/api/render"
@@ -209,9 +210,9 @@ func (l *acmeLimits) middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		sw := &statusRecorder{ResponseWriter: w}
+		sw := &httpstatus.Recorder{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		if sw.status != want {
+		if sw.Status != want {
 			refund()
 		}
 	})
@@ -265,28 +266,6 @@ func accountOf(r *http.Request) string {
 	kid := jwsKeyID(body)
 	return kid[strings.LastIndex(kid, "/")+1:]
 }
-
-// statusRecorder remembers the status a handler sent.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusRecorder) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusRecorder) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // UpdateChallenge stores a challenge and counts a failed validation
 // against the account and the client address of the request.
