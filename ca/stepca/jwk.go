@@ -144,16 +144,7 @@ func (s *Server) DeleteJWKProvisioner(ctx context.Context, name string) error {
 	if err := checkProvisionerName(name); err != nil {
 		return err
 	}
-	ok, err := s.write(ctx,
-		raftstore.Op{Kind: raftstore.OpGet, Table: JWKTable, Key: []byte(name)},
-		raftstore.Op{Kind: raftstore.OpDelete, Table: JWKTable, Key: []byte(name)})
-	switch {
-	case err != nil:
-		return fmt.Errorf("stepca: delete JWK provisioner: %w", err)
-	case !ok:
-		return fmt.Errorf("%w: stepca: no JWK provisioner %q", kms.ErrNotFound, name)
-	}
-	return nil
+	return s.deleteProvisionerRecord(ctx, JWKTable, name, "JWK provisioner")
 }
 
 func (s *Server) loadJWKs(ctx context.Context, opts ...raftstore.ReadOption) ([]JWKProvisioner, error) {

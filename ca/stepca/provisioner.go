@@ -441,14 +441,20 @@ func (s *Server) DeleteACMEProvisioner(ctx context.Context, name string) error {
 			return fmt.Errorf("stepca: delete an EAB key of %q: %w", name, err)
 		}
 	}
+	return s.deleteProvisionerRecord(ctx, ProvisionerTable, name, "ACME provisioner")
+}
+
+// deleteProvisionerRecord deletes the record of provisioner name (a what)
+// from table; an absent one is kms.ErrNotFound.
+func (s *Server) deleteProvisionerRecord(ctx context.Context, table, name, what string) error {
 	ok, err := s.write(ctx,
-		raftstore.Op{Kind: raftstore.OpGet, Table: ProvisionerTable, Key: []byte(name)},
-		raftstore.Op{Kind: raftstore.OpDelete, Table: ProvisionerTable, Key: []byte(name)})
+		raftstore.Op{Kind: raftstore.OpGet, Table: table, Key: []byte(name)},
+		raftstore.Op{Kind: raftstore.OpDelete, Table: table, Key: []byte(name)})
 	switch {
 	case err != nil:
-		return fmt.Errorf("stepca: delete ACME provisioner: %w", err)
+		return fmt.Errorf("stepca: delete %s: %w", what, err)
 	case !ok:
-		return fmt.Errorf("%w: stepca: no ACME provisioner %q", kms.ErrNotFound, name)
+		return fmt.Errorf("%w: stepca: no %s %q", kms.ErrNotFound, what, name)
 	}
 	return nil
 }
