@@ -105,6 +105,8 @@ type Service struct {
 	clock Clock
 	authz *Authorizer
 	crls  crlCache // the CRLs of certificate roles, by URL
+	// decoded caches the decoding of token records (auth/tokencache.go).
+	decoded decodeCache
 }
 
 // New validates cfg and creates the tables auth needs (safe at every start,

@@ -307,9 +307,9 @@ func (s *Service) read(ctx context.Context, hash []byte) ([]byte, *record, error
 	if !found {
 		return nil, nil, nil
 	}
-	r := new(record)
-	if err := json.Unmarshal(raw, r); err != nil {
-		return nil, nil, fmt.Errorf("auth: read token: corrupt record: %w", err)
+	r, err := s.decoded.decode(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("auth: read token: %w", err)
 	}
 	return raw, r, nil
 }
