@@ -82,10 +82,18 @@ func (l *Logger) encode(e *Entry) ([]byte, error) {
 	if t.IsZero() {
 		t = l.clock.Now()
 	}
+	if b, ok := appendLine(make([]byte, 0, 512), l.hasher, e, t); ok {
+		return b, nil
+	}
+	return encodeSlow(l.hasher, e, t)
+}
+
+// encodeSlow is encode through encoding/json, for every entry.
+func encodeSlow(h *Hasher, e *Entry, t time.Time) ([]byte, error) {
 	out := line{
 		Time: t.UTC().Format(time.RFC3339Nano), Type: e.Type, RequestID: e.RequestID,
 		RemoteAddr: e.RemoteAddr, Method: e.Method, Path: e.Path, Operation: e.Operation,
-		Request: l.hasher.Object(e.Request), Response: l.hasher.Object(e.Response),
+		Request: h.Object(e.Request), Response: h.Object(e.Response),
 		Status: e.Status, ErrorCode: e.ErrorCode, Notice: e.Notice,
 	}
 	if e.Auth != nil {
