@@ -1,10 +1,7 @@
 package audit
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
-	"hash"
-	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -255,12 +252,7 @@ func (h *Hasher) appendHashAll(b []byte, v any) ([]byte, bool) {
 
 // appendHMAC writes HMAC(v) quoted (its characters need no escaping).
 func (h *Hasher) appendHMAC(b []byte, v string) []byte {
-	m := h.macs.Get().(hash.Hash)
-	m.Reset()
-	io.WriteString(m, v)
-	var sum [sha256.Size]byte
-	m.Sum(sum[:0])
-	h.macs.Put(m)
+	sum := h.sum(v)
 	b = append(b, '"')
 	b = append(b, HashPrefix...)
 	b = hex.AppendEncode(b, sum[:])

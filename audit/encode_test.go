@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -71,5 +72,39 @@ func TestAppendLineCommonEntries(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("fast encoding differs:\n got %s\nwant %s", got, want)
 		}
+	}
+}
+
+// BenchmarkEncode compares the fast encoder with encoding/json on the
+// entries of an encryption request and of a secret read's response.
+func BenchmarkEncode(b *testing.B) {
+	h, err := NewHasher(testKey, DefaultAllowKeys())
+	if err != nil {
+		b.Fatal(err)
+	}
+	pt := strings.Repeat("QUJD", 342) // 1 KiB in base64
+	entries := map[string]*Entry{
+		"encrypt-request": fuzzEntry("0123456789abcdef01234567", "/v1/kms/encrypt/bench", []byte(`{"plaintext":"`+pt+`"}`), 0, 0, false),
+		"kv-get-response": fuzzEntry("0123456789abcdef01234567", "/v1/secret/bench/data/seed/1",
+			[]byte(`{"data":{"v":"`+pt+`"},"metadata":{"version":1,"created_time":"2026-11-29T22:00:00.123456789Z","deletion_time":"","destroyed":false}}`), 200, 1500000, true),
+	}
+	at := time.Now()
+	for name, e := range entries {
+		b.Run(name+"/fast", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := appendLine(make([]byte, 0, 512), h, e, at); !ok {
+					b.Fatal("slow way")
+				}
+			}
+		})
+		b.Run(name+"/encoding-json", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := encodeSlow(h, e, at); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"sync"
 )
 
@@ -38,7 +37,34 @@ func DefaultAllowKeys() []string {
 type Hasher struct {
 	key   []byte
 	allow map[string]bool
-	macs  sync.Pool // of hash.Hash: HMAC-SHA256 under key, reset before use
+	macs  sync.Pool // of *mac, reset before use
+}
+
+// mac is an HMAC-SHA256 under the key and a buffer to feed it strings
+// through without allocating.
+type mac struct {
+	h   hash.Hash
+	buf []byte
+}
+
+// maxMACBuffer bounds the buffer a pooled mac keeps.
+const maxMACBuffer = 64 << 10
+
+// sum returns the HMAC of v.
+func (h *Hasher) sum(v string) [sha256.Size]byte {
+	// A reset HMAC starts from its saved keyed state: the key is not
+	// hashed again for every value.
+	m := h.macs.Get().(*mac)
+	m.h.Reset()
+	m.buf = append(m.buf[:0], v...)
+	m.h.Write(m.buf)
+	var out [sha256.Size]byte
+	m.h.Sum(out[:0])
+	if cap(m.buf) > maxMACBuffer {
+		m.buf = nil
+	}
+	h.macs.Put(m)
+	return out
 }
 
 // NewHasher returns a Hasher with key (at least MinKeySize bytes) that
@@ -48,7 +74,7 @@ func NewHasher(key []byte, allow []string) (*Hasher, error) {
 		return nil, fmt.Errorf("audit: HMAC key is %d bytes, want at least %d", len(key), MinKeySize)
 	}
 	h := &Hasher{key: bytes.Clone(key), allow: make(map[string]bool, len(allow))}
-	h.macs.New = func() any { return hmac.New(sha256.New, h.key) }
+	h.macs.New = func() any { return &mac{h: hmac.New(sha256.New, h.key)} }
 	for _, k := range allow {
 		h.allow[k] = true
 	}
@@ -57,14 +83,7 @@ func NewHasher(key []byte, allow []string) (*Hasher, error) {
 
 // HMAC returns "hmac-sha256:" and the hex HMAC-SHA256 of v.
 func (h *Hasher) HMAC(v string) string {
-	// A reset HMAC starts from its saved keyed state: the key is not
-	// hashed again for every value.
-	m := h.macs.Get().(hash.Hash)
-	m.Reset()
-	io.WriteString(m, v)
-	var sum [sha256.Size]byte
-	m.Sum(sum[:0])
-	h.macs.Put(m)
+	sum := h.sum(v)
 	out := make([]byte, len(HashPrefix)+hex.EncodedLen(len(sum)))
 	copy(out, HashPrefix)
 	hex.Encode(out[len(HashPrefix):], sum[:])
