@@ -1,9 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 )
@@ -15,7 +17,18 @@ const DefaultMaxBodyBytes = 2 << 20
 // decode reads one JSON object from the request body into v, strictly: no
 // unknown fields, no trailing data. An empty body decodes as {}.
 func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
+	body := r.Body
+	if q, ok := v.(quickDecoder); ok {
+		raw, err := readBody(r, math.MaxInt64) // r.Body enforces the limit
+		if err != nil {
+			return decodeError(err)
+		}
+		if q.decodeQuick(raw) {
+			return nil
+		}
+		body = io.NopCloser(bytes.NewReader(raw))
+	}
+	dec := json.NewDecoder(body)
 	if !isVault(r) { // Vault's clients send fields custos does not know
 		dec.DisallowUnknownFields()
 	}
@@ -67,6 +80,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
+	if q, ok := v.(quickEncoder); ok {
+		if b, ok := q.appendJSON(make([]byte, 0, 512)); ok {
+			_, _ = w.Write(b)
+			return
+		}
+	}
 	if v != nil {
 		_ = json.NewEncoder(w).Encode(v)
 	}
