@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/custos-pki/custos/audit"
@@ -312,7 +314,25 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+
+	// series caches the metrics of each route, method and status seen,
+	// saving the label lookups of every request; bounded by maxSeries,
+	// beyond which they are looked up each time.
+	mu     sync.RWMutex
+	series map[seriesKey]series
 }
+
+type seriesKey struct {
+	route, method string
+	status        int
+}
+
+type series struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+}
+
+const maxSeries = 1024
 
 func newHTTPMetrics(reg *prometheus.Registry) (*httpMetrics, error) {
 	m := &httpMetrics{
@@ -333,6 +353,24 @@ func newHTTPMetrics(reg *prometheus.Registry) (*httpMetrics, error) {
 }
 
 func (m *httpMetrics) observe(method, route string, status int, d time.Duration) {
-	m.requests.WithLabelValues(route, method, fmt.Sprint(status)).Inc()
-	m.latency.WithLabelValues(route, method).Observe(d.Seconds())
+	k := seriesKey{route, method, status}
+	m.mu.RLock()
+	s, ok := m.series[k]
+	m.mu.RUnlock()
+	if !ok {
+		s = series{
+			requests: m.requests.WithLabelValues(route, method, strconv.Itoa(status)),
+			latency:  m.latency.WithLabelValues(route, method),
+		}
+		m.mu.Lock()
+		if m.series == nil {
+			m.series = map[seriesKey]series{}
+		}
+		if len(m.series) < maxSeries {
+			m.series[k] = s
+		}
+		m.mu.Unlock()
+	}
+	s.requests.Inc()
+	s.latency.Observe(d.Seconds())
 }
