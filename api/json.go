@@ -81,7 +81,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	if q, ok := v.(quickEncoder); ok {
-		if b, ok := q.appendJSON(make([]byte, 0, 512)); ok {
+		if b, ok := q.appendJSON(nil); ok {
 			_, _ = w.Write(b)
 			return
 		}

@@ -82,10 +82,18 @@ func trimJSONSpace(b []byte) []byte {
 	return bytes.Trim(b, " \t\r\n")
 }
 
-// appendJSON writes a result without an error whose strings are plain.
+// appendJSON writes a result without an error whose strings are plain;
+// given nil, it allocates what the result needs.
 func (r KMSResult) appendJSON(b []byte) ([]byte, bool) {
 	if r.Error != nil {
 		return nil, false
+	}
+	if b == nil {
+		n := len(r.Ciphertext) + len(r.Signature) + len(r.HMAC) + 96
+		if r.Plaintext != nil {
+			n += len(*r.Plaintext)
+		}
+		b = make([]byte, 0, n)
 	}
 	b = append(b, '{')
 	start := len(b)

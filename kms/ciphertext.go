@@ -84,5 +84,8 @@ func FormatCiphertext(ct []byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return textPrefix + strconv.Itoa(v) + ":" + base64.StdEncoding.EncodeToString(body), nil
+	b := make([]byte, 0, len(textPrefix)+11+base64.StdEncoding.EncodedLen(len(body)))
+	b = strconv.AppendInt(append(b, textPrefix...), int64(v), 10)
+	b = base64.StdEncoding.AppendEncode(append(b, ':'), body)
+	return string(b), nil
 }
