@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // stdDecode is decode without its fast way.
@@ -96,8 +97,45 @@ func TestQuickEncodeTaken(t *testing.T) {
 	if _, ok := (KMSResult{Ciphertext: "custos:v1:YWJj", KeyVersion: 1}).appendJSON(nil); !ok {
 		t.Fatal("the common answer took the slow way")
 	}
+	sec := SecretReadResponse{Data: json.RawMessage(`{"v":"YWJj"}`), Metadata: SecretVersionMeta{SecretVersion: SecretVersion{Version: 1, CreatedTime: time.Now().UTC()}}}
+	if _, ok := sec.appendJSON(nil); !ok {
+		t.Fatal("the common secret took the slow way")
+	}
 	var req KMSEncryptRequest
 	if !req.decodeQuick([]byte(`{"plaintext":"aGVsbG8="}`)) || req.Plaintext != "aGVsbG8=" {
 		t.Fatalf("the common request took the slow way: %+v", req)
 	}
+}
+
+// FuzzQuickEncodeSecret: whenever the fast encoder writes a secret, it
+// writes what encoding/json's Encoder writes.
+func FuzzQuickEncodeSecret(f *testing.F) {
+	f.Add([]byte(`{"v":"YWJj"}`), 3, int64(1764453600123456789), 0, "", false, true, "k", "v", true)
+	f.Add([]byte(`{"a":[1,2,{"b":null}],"c":"<"}`), 1, int64(0), 3600, "2026-01-01T00:00:00Z", true, false, "", "", false)
+	f.Add([]byte(`{"v": "x y"}`), 0, int64(-62135596800000000000/1000), -7*3600, "", false, false, "é", "\n", true)
+	f.Add([]byte(`{"v":"\u2028"}`), 2, int64(253402300800000000000/1000), 86400, "<", false, false, "a", "b", true)
+	f.Fuzz(func(t *testing.T, data []byte, version int, nanos int64, zone int, deletion string, deleted, destroyed bool, k, v string, hasMeta bool) {
+		if !json.Valid(data) {
+			return // secrets.Store holds only valid JSON
+		}
+		r := SecretReadResponse{Data: data, Metadata: SecretVersionMeta{SecretVersion: SecretVersion{
+			Version: version, CreatedTime: time.Unix(0, nanos).In(time.FixedZone("z", zone)),
+			DeletionTime: deletion, Deleted: deleted, Destroyed: destroyed,
+		}}}
+		if hasMeta {
+			r.Metadata.CustomMetadata = map[string]string{k: v, "role": "app"}
+		}
+		got, ok := r.appendJSON(nil)
+		var want bytes.Buffer
+		err := json.NewEncoder(&want).Encode(r)
+		if !ok {
+			return
+		}
+		if err != nil {
+			t.Fatalf("fast way wrote %q, encoding/json refuses: %v", got, err)
+		}
+		if !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("fast %q, encoding/json %q", got, want.Bytes())
+		}
+	})
 }
