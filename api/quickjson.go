@@ -144,8 +144,14 @@ func (r KMSResult) appendJSON(b []byte) ([]byte, bool) {
 // is plain. The data is written as stored: secrets.Store returns only
 // data it checked as a JSON object when it was written.
 func (r SecretReadResponse) appendJSON(b []byte) ([]byte, bool) {
-	if len(r.Data) == 0 || bytes.ContainsAny(r.Data, " \t\r\n<>&\xe2") {
+	if len(r.Data) == 0 {
 		return nil, false
+	}
+	for _, c := range r.Data {
+		switch c {
+		case ' ', '\t', '\r', '\n', '<', '>', '&', 0xe2:
+			return nil, false
+		}
 	}
 	m := r.Metadata
 	_, off := m.CreatedTime.Zone() // time.Time's MarshalJSON refuses what RFC 3339 cannot say
