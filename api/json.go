@@ -17,6 +17,9 @@ const DefaultMaxBodyBytes = 2 << 20
 // decode reads one JSON object from the request body into v, strictly: no
 // unknown fields, no trailing data. An empty body decodes as {}.
 func decode(r *http.Request, v any) error {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
 	body := r.Body
 	if q, ok := v.(quickDecoder); ok {
 		raw, err := readBody(r, math.MaxInt64) // r.Body enforces the limit

@@ -265,7 +265,11 @@ func (s *Server) serveAudited(w http.ResponseWriter, r *http.Request, rt route, 
 		writeError(w, r, decodeError(err))
 		return
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	if len(body) == 0 {
+		r.Body = http.NoBody // decode skips it
+	} else {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
 	req := s.entry(r, rt, audit.TypeRequest)
 	req.Request = jsonObject(body)
 	if err := svc.Audit.Log(req); err != nil {
@@ -303,7 +307,10 @@ func (s *Server) serveAudited(w http.ResponseWriter, r *http.Request, rt route, 
 // enforces), else growing as io.ReadAll does.
 func readBody(r *http.Request, limit int64) ([]byte, error) {
 	n := r.ContentLength
-	if n <= 0 || n > limit {
+	if n == 0 { // a server request with no body (its Body is http.NoBody)
+		return nil, nil
+	}
+	if n < 0 || n > limit {
 		return io.ReadAll(r.Body)
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, n+bytes.MinRead))
