@@ -98,6 +98,7 @@ type Logger struct {
 	hasher *Hasher
 	clock  Clock
 	open   func(path string) (file, error)
+	lines  sync.Pool // of *[]byte: buffers for encoding entries
 
 	mu       sync.Mutex
 	f        file
@@ -136,6 +137,7 @@ func openWith(cfg Config, open func(string) (file, error)) (*Logger, error) {
 		return nil, err
 	}
 	l := &Logger{cfg: cfg, hasher: h, clock: cfg.Clock, open: open, f: f, lastSync: cfg.Clock.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	l.lines.New = func() any { b := make([]byte, 0, 1024); return &b }
 	if cfg.SyncInterval > 0 {
 		go l.syncLoop()
 	} else {
@@ -171,6 +173,7 @@ func (l *Logger) Log(e *Entry) error {
 	if err != nil {
 		return err
 	}
+	defer l.release(line) // written or failed: the file has it or never will
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {

@@ -82,10 +82,22 @@ func (l *Logger) encode(e *Entry) ([]byte, error) {
 	if t.IsZero() {
 		t = l.clock.Now()
 	}
-	if b, ok := appendLine(make([]byte, 0, 512), l.hasher, e, t); ok {
+	buf := l.lines.Get().(*[]byte)
+	if b, ok := appendLine((*buf)[:0], l.hasher, e, t); ok {
 		return b, nil
 	}
+	l.lines.Put(buf)
 	return encodeSlow(l.hasher, e, t)
+}
+
+// maxPooledLine bounds the line buffers kept for reuse.
+const maxPooledLine = 64 << 10
+
+// release returns the buffer of a line that was written to the pool.
+func (l *Logger) release(line []byte) {
+	if cap(line) <= maxPooledLine {
+		l.lines.Put(&line)
+	}
 }
 
 // encodeSlow is encode through encoding/json, for every entry.
