@@ -20,16 +20,23 @@ func decode(r *http.Request, v any) error {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	body := r.Body
+	body := io.Reader(r.Body)
 	if q, ok := v.(quickDecoder); ok {
-		raw, err := readBody(r, math.MaxInt64) // r.Body enforces the limit
-		if err != nil {
-			return decodeError(err)
+		raw, unread := r.Body.(*auditedBody)
+		if unread = unread && raw.Len() == len(raw.b); unread {
+			if q.decodeQuick(raw.b) {
+				return nil
+			}
+		} else {
+			b, err := readBody(r, math.MaxInt64) // r.Body enforces the limit
+			if err != nil {
+				return decodeError(err)
+			}
+			if q.decodeQuick(b) {
+				return nil
+			}
+			body = bytes.NewReader(b)
 		}
-		if q.decodeQuick(raw) {
-			return nil
-		}
-		body = io.NopCloser(bytes.NewReader(raw))
 	}
 	dec := json.NewDecoder(body)
 	if !isVault(r) { // Vault's clients send fields custos does not know
@@ -70,6 +77,19 @@ func decodeError(err error) *Error {
 	}
 	return Errorf(http.StatusBadRequest, CodeMalformedJSON, "malformed JSON: %s", sanitize(err.Error()))
 }
+
+// auditedBody is a request body that the audit middleware has read:
+// decode takes its bytes as they are rather than reading them again.
+type auditedBody struct {
+	*bytes.Reader
+	b []byte
+}
+
+func newAuditedBody(b []byte) *auditedBody {
+	return &auditedBody{Reader: bytes.NewReader(b), b: b}
+}
+
+func (*auditedBody) Close() error { return nil }
 
 // sanitize keeps decoder messages short; they never echo body values.
 func sanitize(s string) string {

@@ -268,7 +268,7 @@ func (s *Server) serveAudited(w http.ResponseWriter, r *http.Request, rt route, 
 	if len(body) == 0 {
 		r.Body = http.NoBody // decode skips it
 	} else {
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.Body = newAuditedBody(body)
 	}
 	req := s.entry(r, rt, audit.TypeRequest)
 	req.Request = jsonObject(body)

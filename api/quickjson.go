@@ -66,7 +66,7 @@ func quickStringField(body []byte, name string) (string, bool) {
 	}
 	v := b[1 : len(b)-1]
 	for _, c := range v {
-		if !plainJSONChar(c) {
+		if !plainJSON[c] {
 			return "", false
 		}
 	}
@@ -76,9 +76,15 @@ func quickStringField(body []byte, name string) (string, bool) {
 // plainJSONChar reports whether c stands for itself in a JSON string both
 // ways: encoding/json neither escapes it (it escapes <, > and &) nor needs
 // it escaped.
-func plainJSONChar(c byte) bool {
-	return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
-}
+func plainJSONChar(c byte) bool { return plainJSON[c] }
+
+// plainJSON is plainJSONChar's table; never written after initialisation.
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
 
 func trimJSONSpace(b []byte) []byte {
 	return bytes.Trim(b, " \t\r\n")
