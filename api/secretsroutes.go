@@ -295,7 +295,7 @@ func secretResponse(sec *secrets.Secret) SecretReadResponse {
 
 func (s *Server) secretRead(r *http.Request, svc *Services, mount, path string, _ *struct{}) (any, error) {
 	n := 0
-	if v := r.URL.Query().Get("version"); v != "" {
+	if v := queryValue(r, "version"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 0 {
 			return nil, invalid("version must be a positive integer, or 0 for the current version")
@@ -306,6 +306,14 @@ func (s *Server) secretRead(r *http.Request, svc *Services, mount, path string, 
 		return nil, err
 	}
 	return secretResponse(sec), nil
+}
+
+// queryValue is r.URL.Query().Get(key) without parsing an empty query.
+func queryValue(r *http.Request, key string) string {
+	if r.URL.RawQuery == "" {
+		return ""
+	}
+	return r.URL.Query().Get(key)
 }
 
 // decodeSecretWrite checks a write request: data present, a JSON object
