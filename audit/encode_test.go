@@ -93,7 +93,7 @@ func BenchmarkEncode(b *testing.B) {
 		b.Run(name+"/fast", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, ok := appendLine(make([]byte, 0, 512), h, e, at); !ok {
+				if _, ok := appendLine(make([]byte, 0, 1024), h, e, at); !ok {
 					b.Fatal("slow way")
 				}
 			}
