@@ -17,7 +17,9 @@ import (
 )
 
 // Backups. A backup is the state file as of a linearizable read: the
-// tables, the applied index and the ID of the cluster it came from.
+// tables, the applied index and the ID of the cluster it came from. It is
+// a whole bbolt file, which bbolt's tools open; Restore also takes a
+// snapshot in the compact form (snapfile.go).
 //
 // Restoring one follows hashicorp/raft's Raft.Restore: the backup becomes a
 // snapshot at an index past the end of the leader's log, which every
@@ -93,7 +95,9 @@ func (s *Store) Restore(ctx context.Context, r io.Reader, force bool) error {
 	}
 	tmp := filepath.Join(s.cfg.DataDir, restoreTempName)
 	defer os.Remove(tmp)
-	if err := writeSynced(tmp, io.LimitReader(r, maxBackupSize)); err != nil {
+	if err := writeStateFile(tmp, io.LimitReader(r, maxBackupSize)); errors.Is(err, errSnapshot) {
+		return fmt.Errorf("%w: not a backup: %v", ErrInvalidArgument, err)
+	} else if err != nil {
 		return fmt.Errorf("raftstore: restore: %w", err)
 	}
 	from, err := backupClusterID(tmp)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -275,6 +276,21 @@ func TestFollowerCatchesUpThroughSnapshot(t *testing.T) {
 		}
 		return nil
 	})
+	// What the leader sent, and the follower keeps, is a compact snapshot.
+	metas, err := back.snapshots.List()
+	if err != nil || len(metas) != 1 {
+		t.Fatalf("the follower keeps %d snapshots (%v), want 1", len(metas), err)
+	}
+	_, rc, err := back.snapshots.Open(metas[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, len(snapMagic)+1)
+	_, err = io.ReadFull(rc, head)
+	rc.Close()
+	if err != nil || !isCompact(head) {
+		t.Fatalf("the installed snapshot opens with %q (%v)", head, err)
+	}
 	for i := 0; i < 300; i += 37 {
 		v, err := back.Get(ctxT(t, settle), "kv", fmt.Appendf(nil, "k%03d", i), Stale())
 		if err != nil || string(v) != fmt.Sprintf("v%03d", i) {

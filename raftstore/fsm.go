@@ -401,7 +401,7 @@ func applyTxn(tx *bolt.Tx, ops []Op) applyResult {
 }
 
 // Snapshot captures the state in a bbolt read transaction, which Persist
-// streams to the sink.
+// streams to the sink in the compact form (snapfile.go).
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -419,7 +419,7 @@ type fsmSnapshot struct {
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	defer s.Release()
-	if _, err := s.tx.WriteTo(sink); err != nil {
+	if err := writeCompact(sink, s.tx); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
@@ -428,12 +428,13 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *fsmSnapshot) Release() { s.once.Do(func() { s.tx.Rollback() }) }
 
-// Restore replaces the state with a snapshot: it is written to a temporary
-// file, checked, fsynced and renamed over the state file.
+// Restore replaces the state with a snapshot of either form (snapfile.go):
+// it is written to a temporary state file, fsynced, checked and renamed
+// over the state file.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	tmp := f.path + ".restore"
-	if err := writeSynced(tmp, rc); err != nil {
+	if err := writeStateFile(tmp, rc); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("restore: %w", err)
 	}
