@@ -64,7 +64,14 @@ type Config struct {
 
 // DefaultConfig returns the tuned defaults: 500 ms heartbeat and election
 // timeouts with a 250 ms leader lease, 64 entries per append, snapshots
-// every 8192 entries keeping 10240 trailing logs.
+// every 2048 entries keeping 1024 trailing logs.
+//
+// The log holds at most the trailing entries plus those since the last
+// snapshot, so its file stays a few megabytes however many writes the
+// cluster takes; a follower that falls further behind than the trailing
+// entries is sent the leader's snapshot, which is compact (snapfile.go).
+// Raft checks whether to snapshot once per SnapshotInterval, so a busy
+// node writes a snapshot at most that often.
 //
 // The heartbeat timeout decides how long writes and linearizable reads
 // stall when the leader dies: a follower checks for the leader at random
@@ -84,9 +91,9 @@ func DefaultConfig() Config {
 		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      5 * time.Millisecond,
 		MaxAppendEntries:   64,
-		SnapshotThreshold:  8192,
+		SnapshotThreshold:  2048,
 		SnapshotInterval:   30 * time.Second,
-		TrailingLogs:       10240,
+		TrailingLogs:       1024,
 		ApplyTimeout:       10 * time.Second,
 	}
 }
@@ -193,7 +200,9 @@ func (s *Store) open() error {
 	if err != nil {
 		return fmt.Errorf("raftstore: log cache: %w", err)
 	}
-	if s.snapshots, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, s.logger.Named("snapshots")); err != nil {
+	// One snapshot is kept: a new one replaces the old only once it is
+	// complete, and the state file and the log after it are the other copy.
+	if s.snapshots, err = raft.NewFileSnapshotStoreWithLogger(dir, 1, s.logger.Named("snapshots")); err != nil {
 		return fmt.Errorf("raftstore: snapshot store: %w", err)
 	}
 	if err := s.catchUpFromSnapshot(); err != nil {
