@@ -310,6 +310,8 @@ func remember(tx *bolt.Tx, index uint64, id []byte, r applyResult) error {
 		return err
 	}
 	idx := tx.Bucket(bucketReqIdx)
+	// Keys grow with the log index: filled pages, not split in halves.
+	idx.FillPercent = 1
 	k := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(id)), index)
 	if err := idx.Put(append(k, id...), nil); err != nil {
 		return err
