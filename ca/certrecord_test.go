@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"math/big"
 	"testing"
 	"time"
 
 	"github.com/custos-pki/custos/raftstore"
+	"golang.org/x/crypto/cryptobyte"
+	"golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // A record round-trips through the binary form, which is smaller than the
@@ -88,7 +91,7 @@ func TestCertRecordJSONStillRead(t *testing.T) {
 	}
 	raw, err := c.store.Get(bg, tableCerts, []byte(got.Serial))
 	must(t, err)
-	if raw[0] != recordV1 {
+	if raw[0] != recordV2 {
 		t.Fatal("a revoked record is not rewritten in the binary form")
 	}
 	if cert, err = c.Get(bg, got.Serial); err != nil || cert.Status != StatusRevoked || cert.RevocationReason != 1 {
@@ -101,23 +104,94 @@ func TestCertRecordJSONStillRead(t *testing.T) {
 func FuzzCertRecord(f *testing.F) {
 	now := time.Unix(1_800_000_000, 0).UTC()
 	for _, r := range []certRecord{
-		{Serial: "0a", Issuer: "int-1", Source: "rest", Role: "web", NotAfter: now, Recorded: now, DER: []byte{0x30, 0}},
-		{Serial: "0b", Issuer: "int-2", Source: "acme", NotAfter: now, Recorded: now, RevokedAt: now, Reason: 1, DER: []byte{0x30, 0}},
+		{Serial: "0a", Issuer: "int-1", Source: "rest", Role: "web", NotAfter: now, Recorded: now, DER: fakeDER(0x0a)},
+		{Serial: "8b", Issuer: "int-2", Source: "acme", NotAfter: now, Recorded: now, RevokedAt: now, Reason: 1, DER: fakeDER(0x8b)},
 	} {
 		raw, err := r.marshal()
 		must(f, err)
 		f.Add(raw)
+		f.Add(v1Record(r))
 		f.Add(jsonRecord(r))
 	}
 	f.Add([]byte{recordV1})
+	f.Add([]byte{recordV2})
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		r, err := unmarshalRecord(raw)
 		if err != nil || raw[0] == '{' {
 			return
 		}
 		again, err := r.marshal()
+		if raw[0] == recordV1 {
+			// Rewritten in the current form, if its serial is the DER's.
+			if err == nil {
+				if back, err := unmarshalRecord(again); err != nil || back.Serial != r.Serial || !bytes.Equal(back.DER, r.DER) {
+					t.Fatalf("decoded %+v, rewritten as %+v (%v)", r, back, err)
+				}
+			}
+			return
+		}
 		if err != nil || !bytes.Equal(again, raw) {
 			t.Fatalf("decoded %+v, encodes to %x (%v), want %x", r, again, err, raw)
 		}
 	})
+}
+
+// fakeDER is the start of a certificate with this one-byte serial: as
+// much as the records read of it.
+func fakeDER(serial byte) []byte {
+	var b cryptobyte.Builder
+	b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1(asn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) { b.AddASN1Int64(2) })
+			b.AddASN1BigInt(new(big.Int).SetUint64(uint64(serial)))
+		})
+	})
+	return b.BytesOrPanic()
+}
+
+// v1Record is a record in the first binary form, spelled out so that the
+// test keeps that format.
+func v1Record(r certRecord) []byte {
+	b := cryptobyte.NewBuilder(nil)
+	b.AddUint8(recordV1)
+	for _, s := range []string{r.Serial, r.Issuer, r.Source, r.Role} {
+		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(s)) })
+	}
+	b.AddUint64(uint64(r.NotAfter.Unix()))
+	b.AddUint64(uint64(r.Recorded.Unix()))
+	if r.RevokedAt.IsZero() {
+		b.AddUint8(0)
+	} else {
+		b.AddUint8(1)
+		b.AddUint64(uint64(r.RevokedAt.Unix()))
+		b.AddUint8(uint8(r.Reason))
+	}
+	b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(r.DER) })
+	return b.BytesOrPanic()
+}
+
+// Records of the first binary form, which held the serial, are still read,
+// and a revocation rewrites them in the current form.
+func TestCertRecordV1StillRead(t *testing.T) {
+	c, _ := newTestCA(t)
+	got, err := c.Sign(bg, "web", csrFor(t, p256(t), "v1.example.com", nil, nil), SignOptions{})
+	must(t, err)
+	rec := certRecord{Serial: got.Serial, Issuer: "int-1", Source: "rest", Role: "web", NotAfter: got.Certificate.NotAfter, Recorded: c.now(), DER: got.Certificate.Raw}
+	_, err = c.store.Txn(bg, []raftstore.Op{{Kind: raftstore.OpPut, Table: tableCerts, Key: []byte(got.Serial), Value: v1Record(rec)}})
+	must(t, err)
+	cert, err := c.Get(bg, got.Serial)
+	must(t, err)
+	if cert.Serial != got.Serial || !bytes.Equal(cert.Certificate.Raw, got.Certificate.Raw) || cert.Role != "web" || cert.Status != StatusValid {
+		t.Fatalf("v1 record read as %+v", cert)
+	}
+	_, err = c.Revoke(bg, got.Serial, 1)
+	must(t, err)
+	raw, err := c.store.Get(bg, tableCerts, []byte(got.Serial))
+	must(t, err)
+	if raw[0] != recordV2 || len(raw) >= len(v1Record(rec)) {
+		t.Fatalf("a revoked v1 record is rewritten as %x", raw[:1])
+	}
+	if cert, err = c.Get(bg, got.Serial); err != nil || cert.Serial != got.Serial || cert.Status != StatusRevoked {
+		t.Fatalf("after revocation: %+v %v", cert, err)
+	}
 }
