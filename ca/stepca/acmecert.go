@@ -14,6 +14,7 @@ import (
 
 	"github.com/custos-pki/custos/raftstore"
 	"github.com/smallstep/certificates/acme"
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // CertificateReader is an optional ability of a Recorder: it returns a
@@ -35,8 +36,9 @@ const ChainTable = "stepca.acme_chains"
 // The certificate's ID is its serial in lower-case hex, so that step's
 // serial index (acme_serial_certs_index) is not needed; the leaf comes
 // from the Recorder (a CertificateReader) and the intermediates from
-// ChainTable. Records step wrote (JSON of PEM, with a serial index entry,
-// V 0) are still read.
+// ChainTable. It is stored in a binary form (acmeCertBinary); records
+// stored as JSON by earlier versions (V 2) and records step wrote (JSON of
+// PEM, with a serial index entry, V 0) are still read.
 type acmeCert struct {
 	V        int    `json:"v"` // acmeCertVersion
 	Account  string `json:"a"`
@@ -46,7 +48,63 @@ type acmeCert struct {
 	Leaf     []byte `json:"l,omitempty"` // DER, only when the Recorder is no CertificateReader
 }
 
+// acmeCertVersion is the V of custos' records, in either form.
 const acmeCertVersion = 2
+
+// acmeCertBinary opens the binary form of a record. A JSON record opens
+// with '{'.
+//
+//	0x03 account<1> order<1> not_after(8) chain<1> leaf<3>
+//
+// x<n> is x after an n-byte length; not_after is Unix seconds, signed,
+// big-endian; chain is the 16 bytes its ChainTable key is the hex of.
+const acmeCertBinary = 0x03
+
+// marshal encodes r in the binary form.
+func (r *acmeCert) marshal() ([]byte, error) {
+	chain, err := hex.DecodeString(r.Chain)
+	if err != nil || (len(chain) != 0 && len(chain) != 16) {
+		return nil, fmt.Errorf("stepca: certificate record: chain key %q", r.Chain)
+	}
+	b := cryptobyte.NewBuilder(make([]byte, 0, 16+len(r.Account)+len(r.Order)+len(chain)+len(r.Leaf)))
+	b.AddUint8(acmeCertBinary)
+	for _, f := range [][]byte{[]byte(r.Account), []byte(r.Order)} {
+		if len(f) > 255 {
+			return nil, fmt.Errorf("stepca: certificate record: an ID of %d bytes", len(f))
+		}
+		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(f) })
+	}
+	b.AddUint64(uint64(r.NotAfter))
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(chain) })
+	b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(r.Leaf) })
+	return b.Bytes()
+}
+
+// unmarshalACMECert decodes a stored ACME certificate record of any form;
+// step's own records decode with V 0.
+func unmarshalACMECert(raw []byte) (acmeCert, error) {
+	var r acmeCert
+	if len(raw) == 0 || raw[0] != acmeCertBinary {
+		err := json.Unmarshal(raw, &r)
+		return r, err
+	}
+	s := cryptobyte.String(raw[1:])
+	var account, order, chain, leaf cryptobyte.String
+	var notAfter uint64
+	if !s.ReadUint8LengthPrefixed(&account) || !s.ReadUint8LengthPrefixed(&order) || !s.ReadUint64(&notAfter) ||
+		!s.ReadUint8LengthPrefixed(&chain) || (len(chain) != 0 && len(chain) != 16) ||
+		!s.ReadUint24LengthPrefixed(&leaf) || !s.Empty() {
+		return r, errors.New("stepca: certificate record: malformed")
+	}
+	r = acmeCert{V: acmeCertVersion, Account: string(account), Order: string(order), NotAfter: int64(notAfter)}
+	if len(chain) > 0 {
+		r.Chain = hex.EncodeToString(chain)
+	}
+	if len(leaf) > 0 {
+		r.Leaf = leaf
+	}
+	return r, nil
+}
 
 // certID is the ID of the ACME certificate with this serial.
 func certID(serial *big.Int) string { return hex.EncodeToString(serial.Bytes()) }
@@ -86,7 +144,7 @@ func (d *acmeDB) certOps(ctx context.Context, cert *acme.Certificate) ([]raftsto
 			ops = append(ops, put...)
 		}
 	}
-	raw, err := json.Marshal(rec)
+	raw, err := rec.marshal()
 	if err != nil {
 		return nil, acme.WrapErrorISE(err, "error marshaling certificate %s", cert.ID)
 	}
@@ -179,15 +237,15 @@ func (d *acmeDB) GetCertificateBySerial(ctx context.Context, serial string) (*ac
 func (d *acmeDB) readCert(ctx context.Context, id string) (acmeCert, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.raw.timeout)
 	defer cancel()
-	var rec acmeCert
 	raw, err := d.raw.store.Get(ctx, TablePrefix+bucketCerts, []byte(id))
 	if errors.Is(err, raftstore.ErrNotFound) {
-		return rec, false, nil
+		return acmeCert{}, false, nil
 	}
 	if err != nil {
-		return rec, false, acme.WrapErrorISE(err, "error loading certificate %s", id)
+		return acmeCert{}, false, acme.WrapErrorISE(err, "error loading certificate %s", id)
 	}
-	if err := json.Unmarshal(raw, &rec); err != nil {
+	rec, err := unmarshalACMECert(raw)
+	if err != nil {
 		return rec, false, acme.WrapErrorISE(err, "error unmarshaling certificate %s", id)
 	}
 	return rec, true, nil

@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
+	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/custos-pki/custos/raftstore"
 	stepacme "github.com/smallstep/certificates/acme"
@@ -118,8 +122,8 @@ func TestACMECompactCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(raw) > 160 {
-		t.Errorf("ACME certificate record of %d bytes: %s", len(raw), raw)
+	if len(raw) > 100 || raw[0] != acmeCertBinary {
+		t.Errorf("ACME certificate record of %d bytes: %x", len(raw), raw)
 	}
 
 	// Step's readers: by ID, by serial, and its authority's.
@@ -266,4 +270,85 @@ func (e *env) writeLegacy(ctx context.Context, cur *stepacme.Certificate) error 
 		return err
 	}
 	return (&db.DB{DB: e.srv.acmeDB.raw}).StoreCertificateChain(p, cur.Leaf)
+}
+
+// TestACMEJSONCertificateRecords: records custos stored as JSON before the
+// binary form are still read, downloaded and collected.
+func TestACMEJSONCertificateRecords(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	c := e.newACMEClient(t)
+	der, url := e.issueWithURL(t, c, "json.test")
+	leaf, err := x509.ParseCertificate(der[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := certID(leaf.SerialNumber)
+	raw, err := e.b.Get(ctx, TablePrefix+bucketCerts, []byte(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := unmarshalACMECert(raw)
+	if err != nil || rec.Account == "" || rec.Order == "" || rec.Chain == "" || rec.NotAfter != leaf.NotAfter.Unix() {
+		t.Fatalf("stored record %+v, %v", rec, err)
+	}
+	old, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.b.Txn(ctx, []raftstore.Op{{Kind: raftstore.OpPut, Table: TablePrefix + bucketCerts, Key: []byte(id), Value: old}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.FetchCert(ctx, url, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameChain(t, "download of a JSON record", got, der)
+	bySerial, err := e.srv.acmeDB.GetCertificateBySerial(ctx, leaf.SerialNumber.String())
+	if err != nil || bySerial.AccountID != rec.Account || bySerial.OrderID != rec.Order {
+		t.Fatalf("by serial: %+v, %v", bySerial, err)
+	}
+	e.clock.Advance(time.Until(leaf.NotAfter) + time.Hour)
+	if n, _, err := e.srv.CollectCertificates(ctx, time.Minute); err != nil || n != 1 || e.rows(t, bucketCerts) != 0 {
+		t.Fatalf("collect: %d removed, %v; %d left", n, err, e.rows(t, bucketCerts))
+	}
+}
+
+func TestACMECertRecordRoundTrip(t *testing.T) {
+	for _, rec := range []acmeCert{
+		{V: acmeCertVersion, Account: "acc", Order: "ord", NotAfter: 1767225600, Chain: "00112233445566778899aabbccddeeff"},
+		{V: acmeCertVersion, Account: "a", Order: "o", NotAfter: -1, Leaf: []byte{0x30, 0x03, 0x02, 0x01, 0x01}},
+	} {
+		raw, err := rec.marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := unmarshalACMECert(raw)
+		if err != nil || !reflect.DeepEqual(back, rec) {
+			t.Fatalf("%+v reads back as %+v, %v", rec, back, err)
+		}
+	}
+	for _, bad := range []acmeCert{{Chain: "not hex"}, {Chain: "0011"}, {Account: strings.Repeat("a", 256)}} {
+		if _, err := bad.marshal(); err == nil {
+			t.Errorf("%+v encoded", bad)
+		}
+	}
+}
+
+// FuzzACMECertRecord: what decodes encodes back to the same bytes.
+func FuzzACMECertRecord(f *testing.F) {
+	good, _ := (&acmeCert{Account: "acc", Order: "ord", NotAfter: 1, Chain: "00112233445566778899aabbccddeeff"}).marshal()
+	f.Add(good)
+	f.Add([]byte{acmeCertBinary})
+	f.Add([]byte(`{"v":2,"a":"x","o":"y","n":5}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		rec, err := unmarshalACMECert(raw)
+		if err != nil || len(raw) == 0 || raw[0] != acmeCertBinary {
+			return
+		}
+		again, err := rec.marshal()
+		if err != nil || !bytes.Equal(again, raw) {
+			t.Fatalf("%x decodes to %+v, which encodes to %x (%v)", raw, rec, again, err)
+		}
+	})
 }

@@ -104,8 +104,7 @@ func (s *Server) collectACMECerts(ctx context.Context, retention time.Duration) 
 	tCerts, tSerials := TablePrefix+bucketCerts, TablePrefix+bucketCertBySerial
 	d := &batchDeleter{s: s}
 	err := listAll(ctx, s.cfg.Storage, tCerts, func(kv raftstore.KV) error {
-		var rec acmeCert
-		if json.Unmarshal(kv.Value, &rec) == nil && rec.V == acmeCertVersion {
+		if rec, err := unmarshalACMECert(kv.Value); err == nil && rec.V == acmeCertVersion {
 			if rec.NotAfter == 0 || !time.Unix(rec.NotAfter, 0).Before(cutoff) {
 				return nil
 			}
