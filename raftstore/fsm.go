@@ -60,6 +60,8 @@ type fsm struct {
 	// onRestore, when set, is called after a snapshot replaced the state
 	// of a running node. It must not block.
 	onRestore func()
+
+	ordered [][]byte // buckets whose pages are filled (fill.go)
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -232,6 +234,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	err := f.db.Update(func(tx *bolt.Tx) error {
+		f.fillOrdered(tx)
 		for i, l := range logs {
 			if l.Index <= applied {
 				f.skipped.Add(1)
@@ -310,8 +313,6 @@ func remember(tx *bolt.Tx, index uint64, id []byte, r applyResult) error {
 		return err
 	}
 	idx := tx.Bucket(bucketReqIdx)
-	// Keys grow with the log index: filled pages, not split in halves.
-	idx.FillPercent = 1
 	k := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(id)), index)
 	if err := idx.Put(append(k, id...), nil); err != nil {
 		return err

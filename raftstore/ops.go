@@ -3,7 +3,6 @@ package raftstore
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"time"
@@ -96,12 +95,6 @@ func (s *Store) checkTables(ctx context.Context, ops []Op) error {
 		return fmt.Errorf("%w: %q", ErrUnknownTable, name)
 	}
 	return nil
-}
-
-func newRequestID() []byte {
-	id := make([]byte, 16)
-	_, _ = rand.Read(id)
-	return id
 }
 
 func (s *Store) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -45,6 +45,11 @@ type Config struct {
 	// ApplyTimeout bounds a write when the caller's context has no deadline.
 	ApplyTimeout time.Duration
 
+	// OrderedTables names the tables whose keys mostly grow with time
+	// (time-ordered IDs and serials, expiry indexes): their pages are
+	// filled rather than split in halves (fill.go).
+	OrderedTables []string
+
 	// OnRestore, when set, is called after a snapshot replaced this node's
 	// state while it runs: a restored backup, or the leader's state sent to
 	// a follower that fell behind. It runs on the state machine's goroutine:
@@ -115,6 +120,11 @@ func (c *Config) Validate() error {
 		return errors.New("raftstore: MaxAppendEntries must be 1 to 1024")
 	case c.ApplyTimeout <= 0:
 		return errors.New("raftstore: ApplyTimeout must be positive")
+	}
+	for _, t := range c.OrderedTables {
+		if !validTable(t) {
+			return fmt.Errorf("raftstore: OrderedTables: %w: %q", ErrInvalidTable, t)
+		}
 	}
 	if err := c.TLS.validate(c.NodeID); err != nil {
 		return fmt.Errorf("raftstore: %w", err)
@@ -188,6 +198,7 @@ func (s *Store) open() error {
 	if s.fsm, err = newFSM(filepath.Join(dir, "state.db")); err != nil {
 		return fmt.Errorf("raftstore: %w", err)
 	}
+	s.fsm.ordered = orderedBuckets(s.cfg.OrderedTables)
 	s.logStore, err = raftboltdb.New(raftboltdb.Options{
 		Path:        filepath.Join(dir, "raft.db"),
 		BoltOptions: &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
