@@ -34,6 +34,10 @@ const (
 
 var tables = []string{tableState, tableRoles, tableCerts, tableIndex, tableCRL}
 
+// OrderedTables returns the CA's tables whose keys grow with time (serials,
+// see newSerial; expiry and role indexes), for raftstore.Config.
+func OrderedTables() []string { return []string{tableCerts, tableIndex} }
+
 // Names of the CA's keys in the KMS. A leading '_' hides them from the KMS
 // HTTP API.
 const (

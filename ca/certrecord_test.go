@@ -195,3 +195,26 @@ func TestCertRecordV1StillRead(t *testing.T) {
 		t.Fatalf("after revocation: %+v %v", cert, err)
 	}
 }
+
+// Serials are of the size asked, positive, and grow with time, so that the
+// tables keyed by serial are written at their ends.
+func TestNewSerialGrowsWithTime(t *testing.T) {
+	for _, size := range []int{14, 16, 20} {
+		a, err := NewSerial(size)
+		must(t, err)
+		time.Sleep(2 * time.Millisecond) // the next millisecond
+		b, err := NewSerial(size)
+		must(t, err)
+		if len(a.Bytes()) != size || len(b.Bytes()) != size || a.Sign() <= 0 {
+			t.Fatalf("serials of %d and %d bytes, want %d", len(a.Bytes()), len(b.Bytes()), size)
+		}
+		if sa, sb := serialString(a), serialString(b); sa >= sb {
+			t.Fatalf("%s is not before %s", sa, sb)
+		}
+	}
+	for _, size := range []int{0, 13, 21} {
+		if _, err := NewSerial(size); err == nil {
+			t.Errorf("a serial of %d bytes", size)
+		}
+	}
+}

@@ -383,17 +383,31 @@ func createCert(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer cry
 	return x509.ParseCertificate(der)
 }
 
-// newSerial returns 128 random bits, positive and nonzero.
-func newSerial() (*big.Int, error) {
-	var b [16]byte
-	for {
-		if _, err := rand.Read(b[:]); err != nil {
-			return nil, err
-		}
-		if n := new(big.Int).SetBytes(b[:]); n.Sign() > 0 {
-			return n, nil
-		}
+// newSerial returns the serial of a certificate this CA signs: 16 bytes
+// (see NewSerial).
+func newSerial() (*big.Int, error) { return NewSerial(16) }
+
+// NewSerial returns a serial of size bytes, 14 to 20: the time in
+// milliseconds (6 bytes, big-endian), then random bits, 64 or more as the
+// CA/Browser Forum asks. Serials grow with time, so the tables keyed by
+// serial (the inventory, its indexes, ACME's certificate records) are
+// written at their ends, with full pages (see OrderedTables); the random
+// bits keep them unpredictable. The clock gives only an order here, not a
+// validity. The serial is positive and of the full size: the time's top
+// byte is 0x01 now, and its top bit is clear until the year 6429.
+func NewSerial(size int) (*big.Int, error) {
+	if size < 14 || size > 20 {
+		return nil, fmt.Errorf("ca: a serial of %d bytes", size)
 	}
+	b := make([]byte, size)
+	ms := uint64(time.Now().UnixMilli())
+	for i := 5; i >= 0; i-- {
+		b[i], ms = byte(ms), ms>>8
+	}
+	if _, err := rand.Read(b[6:]); err != nil {
+		return nil, err
+	}
+	return new(big.Int).SetBytes(b), nil
 }
 
 func minTime(a, b time.Time) time.Time {

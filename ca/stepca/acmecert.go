@@ -106,6 +106,10 @@ func unmarshalACMECert(raw []byte) (acmeCert, error) {
 	return r, nil
 }
 
+// OrderedTables returns the ACME tables whose keys grow with time (the
+// certificate records, keyed by serial), for raftstore.Config.
+func OrderedTables() []string { return []string{TablePrefix + bucketCerts} }
+
 // certID is the ID of the ACME certificate with this serial.
 func certID(serial *big.Int) string { return hex.EncodeToString(serial.Bytes()) }
 

@@ -8,10 +8,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/big"
 	"sync/atomic"
 	"time"
 
+	"github.com/custos-pki/custos/ca"
 	"github.com/custos-pki/custos/kms"
 	"github.com/smallstep/certificates/acme"
 	casapi "github.com/smallstep/certificates/cas/apiv1"
@@ -222,14 +222,12 @@ func complete(tpl, parent *x509.Certificate) error {
 	tpl.Issuer = parent.Subject
 	tpl.AuthorityKeyId = parent.SubjectKeyId
 	if tpl.SerialNumber == nil {
-		// 159 random bits: positive, and 20 bytes at most when encoded.
-		b := make([]byte, 20)
-		if _, err := rand.Read(b); err != nil {
+		// 20 bytes, 112 of them random bits, growing with time.
+		serial, err := ca.NewSerial(20)
+		if err != nil {
 			return err
 		}
-		b[0] &= 0x7f
-		b[0] |= 0x01 // never a short serial
-		tpl.SerialNumber = new(big.Int).SetBytes(b)
+		tpl.SerialNumber = serial
 	}
 	if tpl.SubjectKeyId == nil {
 		id, err := x509util.GenerateSubjectKeyID(tpl.PublicKey)
