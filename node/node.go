@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/custos-pki/custos/api"
+	"github.com/custos-pki/custos/ca"
 	"github.com/custos-pki/custos/ca/stepca"
 	"github.com/custos-pki/custos/kms"
 	"github.com/custos-pki/custos/raftstore"
@@ -148,6 +149,7 @@ func (n *Node) start(ctx context.Context) error {
 	rc.TLS = raftstore.TLSMaterial{Certificate: mat.node, RootCAs: mat.pool}
 	rc.OnRestore = n.noteRestore
 	rc.Admit = n.admitVoter
+	rc.OrderedTables = append(ca.OrderedTables(), stepca.OrderedTables()...)
 	out := n.cfg.RaftLog
 	if out == nil {
 		out = os.Stderr
