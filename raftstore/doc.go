@@ -30,6 +30,14 @@
 //     snapshot past the end of the log, and the cluster takes writes as soon
 //     as Restore returns, whichever cluster the backup came from and however
 //     far along it was.
+//   - Snapshots hold the live keys and values, compressed (snapfile.go), and
+//     one is kept; a node also reads snapshots of the form before (the whole
+//     state file), as existing clusters hold them, and backups. The log
+//     keeps 1024 entries behind the newest snapshot, which is taken every
+//     2048 entries at most once per SnapshotInterval: a follower further
+//     behind is sent the snapshot. Tables whose keys grow with time
+//     (Config.OrderedTables) and the store's own request tables fill their
+//     pages instead of leaving them half empty (fill.go).
 //
 // raftstore sees only bytes: encryption is the job of the kms barrier above it.
 package raftstore

@@ -29,7 +29,10 @@ import (
 // the end record and gzip's CRC-32 and length catch a truncated or damaged
 // stream. A snapshot that does not open with the magic is read as a whole
 // bbolt file: the form of snapshots written before this one, and of
-// backups (see Backup).
+// backups (see Backup). A node of an earlier version cannot install a
+// compact snapshot: in a rolling upgrade, upgrade the followers first and
+// the leader last (a leader of the earlier version sends whole files,
+// which every version reads).
 
 // snapMagic opens a compact snapshot; snapVersion follows it.
 const (
