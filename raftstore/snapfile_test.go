@@ -9,9 +9,13 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -328,4 +332,76 @@ func FuzzSnapshot(f *testing.F) {
 			t.Fatalf("what was read reads back as another state")
 		}
 	})
+}
+
+// TestCrashedNodeRestoresAnOldFormSnapshot: a node whose snapshot store
+// holds a snapshot of the form before the compact one (as a node upgraded
+// from an earlier version does) rebuilds its state from it after a crash.
+func TestCrashedNodeRestoresAnOldFormSnapshot(t *testing.T) {
+	c := newCluster(t, 1, func(cfg *Config) {
+		fastTimeouts(cfg)
+		cfg.SnapshotInterval = time.Hour // snapshots are taken by hand below
+	})
+	s := c.node("node1")
+	mustCreateTable(t, s, "kv")
+	for i := range 50 {
+		if err := s.Put(ctxT(t, settle), "kv", fmt.Appendf(nil, "k%02d", i), fmt.Appendf(nil, "v%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.raft.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	metas, err := s.snapshots.List()
+	if err != nil || len(metas) != 1 {
+		t.Fatalf("%d snapshots, %v", len(metas), err)
+	}
+	meta := metas[0]
+	_, rc, err := s.snapshots.Open(meta.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same state as a whole bbolt file.
+	path := filepath.Join(t.TempDir(), "state.db")
+	err = writeStateFile(path, rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.kill("node1")
+
+	store, err := raft.NewFileSnapshotStoreWithLogger(c.dirs["node1"], 1, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, trans := raft.NewInmemTransport("") // encodes peers as the TCP transport does
+	sink, err := store.Create(meta.Version, meta.Index, meta.Term, meta.Configuration, meta.ConfigurationIndex, trans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sink.Write(old); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if metas, err := store.List(); err != nil || len(metas) != 1 || metas[0].ID != sink.ID() {
+		t.Fatalf("the snapshot store holds %v (%v), want only the old-form snapshot %s", metas, err, sink.ID())
+	}
+
+	back := c.start("node1", nil)
+	if back.fsm.restores.Load() != 1 {
+		t.Fatal("the state was not rebuilt from the old-form snapshot")
+	}
+	c.waitLeader(settle)
+	for i := range 50 {
+		v, err := back.Get(ctxT(t, settle), "kv", fmt.Appendf(nil, "k%02d", i))
+		if err != nil || string(v) != fmt.Sprintf("v%02d", i) {
+			t.Fatalf("k%02d after the restore: %q, %v", i, v, err)
+		}
+	}
 }
