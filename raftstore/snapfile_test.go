@@ -405,3 +405,46 @@ func TestCrashedNodeRestoresAnOldFormSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreTakesACompactSnapshot: Restore takes a snapshot in the
+// compact form as well as a backup, and refuses a damaged one as invalid
+// input without changing the state.
+func TestRestoreTakesACompactSnapshot(t *testing.T) {
+	c := newCluster(t, 1, fastTimeouts)
+	s := c.node("node1")
+	mustCreateTable(t, s, "kv")
+	if err := s.Put(ctxT(t, settle), "kv", []byte("a"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	var backup bytes.Buffer
+	if _, err := s.Backup(ctxT(t, settle), &backup); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "backup.db")
+	if err := os.WriteFile(path, backup.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := openBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compact := snapshotOf(t, db, false)
+	db.Close()
+	if err := s.Put(ctxT(t, settle), "kv", []byte("a"), []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+
+	err = s.Restore(ctxT(t, settle), bytes.NewReader(compact[:len(compact)-10]), false)
+	if !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("restore of a cut snapshot: %v", err)
+	}
+	if v, err := s.Get(ctxT(t, settle), "kv", []byte("a")); err != nil || string(v) != "2" {
+		t.Fatalf("a refused restore changed the state: %q, %v", v, err)
+	}
+	if err := s.Restore(ctxT(t, settle), bytes.NewReader(compact), false); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Get(ctxT(t, settle), "kv", []byte("a")); err != nil || string(v) != "1" {
+		t.Fatalf("after the restore: %q, %v", v, err)
+	}
+}
