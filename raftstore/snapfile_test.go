@@ -448,3 +448,39 @@ func TestRestoreTakesACompactSnapshot(t *testing.T) {
 		t.Fatalf("after the restore: %q, %v", v, err)
 	}
 }
+
+// BenchmarkSnapshot writes the snapshot of a state file of 20,000 random
+// keys in the compact form and, for comparison, as the whole file (the
+// form before), and reports its size.
+func BenchmarkSnapshot(b *testing.B) {
+	db := sampleState(b, 20000)
+	for _, form := range []struct {
+		name string
+		old  bool
+	}{{"compact", false}, {"file", true}} {
+		b.Run(form.name, func(b *testing.B) {
+			var n int64
+			for b.Loop() {
+				cw := &countingWriter{}
+				if err := db.View(func(tx *bolt.Tx) error {
+					if form.old {
+						_, err := tx.WriteTo(cw)
+						return err
+					}
+					return writeCompact(cw, tx)
+				}); err != nil {
+					b.Fatal(err)
+				}
+				n = cw.n
+			}
+			b.ReportMetric(float64(n), "snapshot-bytes")
+		})
+	}
+}
+
+type countingWriter struct{ n int64 }
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.n += int64(len(p))
+	return len(p), nil
+}
