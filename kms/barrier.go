@@ -220,9 +220,10 @@ func (b *Barrier) CompareAndSwap(ctx context.Context, table string, key, old, ne
 }
 
 // Txn applies ops atomically, as raftstore.Store.Txn does, over plaintext:
-// OpPut and OpCAS values are encrypted, OpCAS compares plaintexts through
-// their macs, and the values in the result are decrypted. OpCAS with Prefix
-// set is refused: a plaintext prefix cannot be compared.
+// OpPut and OpCAS values are encrypted, OpCAS and OpCompare compare
+// plaintexts through their macs, and the values in the result are
+// decrypted. OpCAS or OpCompare with Prefix set is refused: a plaintext
+// prefix cannot be compared.
 func (b *Barrier) Txn(ctx context.Context, ops []raftstore.Op) (raftstore.TxnResult, error) {
 	for _, op := range ops {
 		if err := checkTable(op.Table); err != nil {
@@ -254,6 +255,14 @@ func (b *Barrier) txn(ctx context.Context, ops []raftstore.Op) (raftstore.TxnRes
 			}
 			if err == nil && !op.Delete {
 				e.Value, err = b.seal(ctx, op.Table, op.Key, op.Value)
+			}
+		case raftstore.OpCompare:
+			if op.Prefix || op.Value != nil || op.Delete {
+				return raftstore.TxnResult{}, fmt.Errorf("%w: op %d: a compare through the barrier takes a whole plaintext and writes nothing", ErrInvalid, i)
+			}
+			if op.Old != nil {
+				e.Prefix = true
+				e.Old, err = b.mac(op.Table, op.Key, op.Old)
 			}
 		default:
 			return raftstore.TxnResult{}, fmt.Errorf("%w: op %d: unknown kind %d", ErrInvalid, i, op.Kind)

@@ -183,6 +183,21 @@ func TestBarrierTxn(t *testing.T) {
 	if !mapsEqual(before, n.store.dump()) {
 		t.Fatal("an aborted transaction changed storage")
 	}
+	// A compare checks the plaintext (or absence) and writes nothing.
+	res, err = b.Txn(ctx, []raftstore.Op{
+		{Kind: raftstore.OpCompare, Table: "app", Key: []byte("a"), Old: []byte("A2")},
+		{Kind: raftstore.OpCompare, Table: "app", Key: []byte("missing")},
+	})
+	if err != nil || !res.Succeeded || !mapsEqual(before, n.store.dump()) {
+		t.Fatalf("compare = %+v, %v", res, err)
+	}
+	res, err = b.Txn(ctx, []raftstore.Op{
+		{Kind: raftstore.OpCompare, Table: "app", Key: []byte("a"), Old: []byte("A")},
+		{Kind: raftstore.OpPut, Table: "app", Key: []byte("d"), Value: []byte("D")},
+	})
+	if err != nil || res.Succeeded || res.FailedOp != 0 || string(res.Values[0]) != "A2" || !mapsEqual(before, n.store.dump()) {
+		t.Fatalf("failed compare = %+v, %v", res, err)
+	}
 	// CAS delete with the right plaintext.
 	res, _ = b.Txn(ctx, []raftstore.Op{{Kind: raftstore.OpCAS, Table: "app", Key: []byte("a"), Old: []byte("A2"), Delete: true}})
 	if !res.Succeeded {
@@ -190,6 +205,8 @@ func TestBarrierTxn(t *testing.T) {
 	}
 	for _, op := range []raftstore.Op{
 		{Kind: raftstore.OpCAS, Table: "app", Key: []byte("b"), Old: []byte("B"), Prefix: true},
+		{Kind: raftstore.OpCompare, Table: "app", Key: []byte("b"), Old: []byte("B"), Prefix: true},
+		{Kind: raftstore.OpCompare, Table: "app", Key: []byte("b"), Value: []byte("B")},
 		{Kind: 99, Table: "app", Key: []byte("b")},
 		{Kind: raftstore.OpGet, Table: "kms.keys", Key: []byte("b")},
 	} {

@@ -100,7 +100,7 @@ func (s *memStore) Txn(_ context.Context, ops []raftstore.Op) (raftstore.TxnResu
 		switch op.Kind {
 		case raftstore.OpGet:
 			res.Values[i], ok = bytes.Clone(v), found
-		case raftstore.OpCAS:
+		case raftstore.OpCAS, raftstore.OpCompare:
 			switch {
 			case op.Old == nil:
 				ok = !found

@@ -54,6 +54,14 @@ const (
 	// bytes of the current value (which must exist). A failed compare aborts
 	// the transaction.
 	OpCAS
+	// OpCompare is OpCAS without the swap: it compares the current value
+	// at Key with Old (nil: only if absent; with Prefix, a prefix of a
+	// value that must exist), writes nothing, and aborts the transaction
+	// on a mismatch, reporting the current value as a failed OpCAS does.
+	// A caller that makes a write depend on records it read elsewhere (a
+	// guard) puts its compares first: FailedOp below their count then
+	// tells the guard's failure from that of the caller's own conditions.
+	OpCompare
 )
 
 func (k OpKind) String() string {
@@ -66,6 +74,8 @@ func (k OpKind) String() string {
 		return "delete"
 	case OpCAS:
 		return "cas"
+	case OpCompare:
+		return "compare"
 	}
 	return "unknown"
 }
@@ -76,8 +86,8 @@ type Op struct {
 	Table  string
 	Key    []byte
 	Value  []byte // OpPut, OpCAS
-	Old    []byte // OpCAS: expected value; nil means absent
-	Prefix bool   // OpCAS: compare Old with a prefix of the current value
+	Old    []byte // OpCAS, OpCompare: expected value; nil means absent
+	Prefix bool   // OpCAS, OpCompare: compare Old with a prefix of the current value
 	Delete bool   // OpCAS: delete instead of writing Value
 }
 
@@ -88,7 +98,8 @@ type TxnResult struct {
 	// FailedOp is the index of the operation whose condition failed, or -1.
 	FailedOp int
 	// Values holds, per operation: the value read by OpGet; for the failed
-	// OpCAS, the current value (nil if absent). Other entries are nil.
+	// OpCAS or OpCompare, the current value (nil if absent). Other entries
+	// are nil.
 	Values [][]byte
 	// Index is the Raft log index at which the transaction was applied.
 	Index uint64

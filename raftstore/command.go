@@ -102,15 +102,18 @@ func (c *command) validate() error {
 		}
 		total += len(op.Value)
 		switch op.Kind {
-		case OpGet, OpPut, OpDelete, OpCAS:
+		case OpGet, OpPut, OpDelete, OpCAS, OpCompare:
 		default:
 			return fmt.Errorf("%w: unknown operation %d", ErrMalformed, op.Kind)
 		}
 		if (op.Kind == OpPut || (op.Kind == OpCAS && !op.Delete)) && op.Value == nil {
 			return fmt.Errorf("%w: %s without a value", ErrMalformed, op.Kind)
 		}
-		if op.Kind == OpCAS && op.Prefix && op.Old == nil {
+		if (op.Kind == OpCAS || op.Kind == OpCompare) && op.Prefix && op.Old == nil {
 			return fmt.Errorf("%w: prefix compare needs an expected prefix", ErrInvalidArgument)
+		}
+		if op.Kind == OpCompare && (op.Value != nil || op.Delete) {
+			return fmt.Errorf("%w: compare with a value or delete: it writes nothing", ErrInvalidArgument)
 		}
 	}
 	if total > 4*MaxValueSize {

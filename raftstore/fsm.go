@@ -370,7 +370,7 @@ func applyTxn(tx *bolt.Tx, ops []Op) applyResult {
 			v, found := current(i)
 			res.Values[i] = bytes.Clone(v)
 			ok = found
-		case OpCAS:
+		case OpCAS, OpCompare:
 			v, found := current(i)
 			switch {
 			case op.Old == nil:

@@ -15,6 +15,11 @@ func FuzzDecodeCommand(f *testing.F) {
 			{Kind: OpCAS, Table: "kv", Key: []byte("d"), Old: []byte("x"), Delete: true},
 			{Kind: OpDelete, Table: "kv", Key: []byte("k")},
 		}},
+		{Type: cmdTxn, Ops: []Op{
+			{Kind: OpCompare, Table: "auth.tokens", Key: []byte("h"), Old: []byte("mac"), Prefix: true},
+			{Kind: OpCompare, Table: "auth.meta", Key: []byte("v")},
+			{Kind: OpPut, Table: "kv", Key: []byte("k"), Value: []byte("v")},
+		}},
 		{Type: cmdCreateTable, Ops: []Op{{Table: "kv"}}},
 		{Type: cmdNoop, Time: -5},
 		clusterIDCommand(),

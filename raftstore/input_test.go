@@ -88,6 +88,18 @@ func TestBadInputIsRejectedAndWritesNothing(t *testing.T) {
 					return err
 				}, ErrMalformed},
 				{"create invalid table", func() error { return s.CreateTable(ctx, "Bad Name") }, ErrInvalidTable},
+				{"compare with a value", func() error {
+					_, err := s.Txn(ctx, []Op{{Kind: OpCompare, Table: "kv", Key: []byte("k"), Value: []byte("v")}})
+					return err
+				}, ErrInvalidArgument},
+				{"compare that deletes", func() error {
+					_, err := s.Txn(ctx, []Op{{Kind: OpCompare, Table: "kv", Key: []byte("k"), Old: []byte("v"), Delete: true}})
+					return err
+				}, ErrInvalidArgument},
+				{"prefix compare without a prefix", func() error {
+					_, err := s.Txn(ctx, []Op{{Kind: OpCompare, Table: "kv", Key: []byte("k"), Prefix: true}})
+					return err
+				}, ErrInvalidArgument},
 			}
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) { changesNothing(t, s, tc.fn, tc.want) })
@@ -268,6 +280,64 @@ func TestTransactionsAndCompareAndSwap(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, "kv", []byte("a")); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("CAS delete: %v", err)
+	}
+}
+
+// OpCompare checks a value, or its absence, and writes nothing; guard
+// compares placed first tell their failure by FailedOp.
+func TestCompareGuardsATransaction(t *testing.T) {
+	c := newCluster(t, 1, fastTimeouts)
+	s := c.node("node1")
+	mustCreateTable(t, s, "kv")
+	ctx := ctxT(t, 20*time.Second)
+	if err := s.Put(ctx, "kv", []byte("tok"), []byte("valid")); err != nil {
+		t.Fatal(err)
+	}
+	guard := []Op{
+		{Kind: OpCompare, Table: "kv", Key: []byte("tok"), Old: []byte("valid")},
+		{Kind: OpCompare, Table: "kv", Key: []byte("policy")}, // absent
+	}
+	write := func(g []Op, cas []byte) TxnResult {
+		t.Helper()
+		res, err := s.Txn(ctx, append(append([]Op{}, g...), Op{Kind: OpCAS, Table: "kv", Key: []byte("x"), Old: cas, Value: []byte("written")}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := write(guard, nil); !res.Succeeded || res.FailedOp != -1 {
+		t.Fatalf("guard holds: %+v", res)
+	}
+	if v, err := s.Get(ctx, "kv", []byte("tok")); err != nil || string(v) != "valid" {
+		t.Fatalf("a compare wrote: %q %v", v, err)
+	}
+	// The caller's own compare fails after the guard's.
+	if res := write(guard, []byte("other")); res.Succeeded || res.FailedOp != len(guard) {
+		t.Fatalf("own CAS fails: %+v", res)
+	}
+	// A changed record fails the guard, reports the current value, and
+	// nothing is written.
+	if err := s.Put(ctx, "kv", []byte("tok"), []byte("revoked")); err != nil {
+		t.Fatal(err)
+	}
+	if res := write(guard, []byte("written")); res.Succeeded || res.FailedOp != 0 || string(res.Values[0]) != "revoked" {
+		t.Fatalf("changed record: %+v", res)
+	}
+	// A record that appeared fails an absence compare.
+	if err := s.Put(ctx, "kv", []byte("policy"), []byte{}); err != nil {
+		t.Fatal(err)
+	}
+	guard[0].Old = []byte("revoked")
+	if res := write(guard, []byte("written")); res.Succeeded || res.FailedOp != 1 || res.Values[1] == nil {
+		t.Fatalf("record appeared: %+v", res)
+	}
+	// A prefix compare needs the value to exist and to start so.
+	res, err := s.Txn(ctx, []Op{{Kind: OpCompare, Table: "kv", Key: []byte("tok"), Old: []byte("rev"), Prefix: true}})
+	if err != nil || !res.Succeeded {
+		t.Fatalf("prefix compare: %+v %v", res, err)
+	}
+	if v, _ := s.Get(ctx, "kv", []byte("x")); string(v) != "written" {
+		t.Fatalf("x = %q after failed guards", v)
 	}
 }
 
