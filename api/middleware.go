@@ -16,6 +16,7 @@ import (
 	"github.com/custos-pki/custos/audit"
 	"github.com/custos-pki/custos/auth"
 	"github.com/custos-pki/custos/internal/httpstatus"
+	"github.com/custos-pki/custos/raftstore"
 	"github.com/custos-pki/custos/secrets"
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -148,6 +149,25 @@ func (s *Server) wrap(rt route) http.Handler {
 			s.refuse(w, r, rt, svc, Errorf(http.StatusUnauthorized, CodeUnauthenticated, "a token is required (header %s)", TokenHeader))
 			return
 		}
+		path := strings.TrimPrefix(r.URL.Path, "/v1/")
+		if rt.policy != nil {
+			path = rt.policy(r)
+		}
+		need := rt.cap
+		if rt.capOf != nil {
+			need = rt.capOf(r)
+		}
+		if rt.guarded && !rt.anyToken {
+			// A write allowed by this node's state, perhaps behind, is
+			// proved at its commit by its transaction (secrets.WithGuard);
+			// anything this state does not allow is decided below.
+			if t, ops, ok := svc.Auth.AuthorizeLocal(r.Context(), tok, path, need); ok {
+				st.token, st.caller = tok, t
+				g := &writeGuard{auth: svc.Auth, token: tok, path: path, need: need, ops: ops}
+				s.serveAudited(w, r.WithContext(secrets.WithGuard(r.Context(), g)), rt, svc)
+				return
+			}
+		}
 		t, err := svc.Auth.Authenticate(r.Context(), tok)
 		if err != nil {
 			s.refuse(w, r, rt, svc, err)
@@ -161,25 +181,60 @@ func (s *Server) wrap(rt route) http.Handler {
 			s.serveAudited(w, r, rt, svc)
 			return
 		}
-		path := strings.TrimPrefix(r.URL.Path, "/v1/")
-		if rt.policy != nil {
-			path = rt.policy(r)
-		}
-		need := rt.cap
-		if rt.capOf != nil {
-			need = rt.capOf(r)
-		}
 		allowed, err := svc.Auth.Authorizer().Allowed(r.Context(), t.Policies, path, need)
 		if err != nil {
 			s.refuse(w, r, rt, svc, err)
 			return
 		}
 		if !allowed {
-			s.refuse(w, r, rt, svc, Errorf(http.StatusForbidden, CodePermissionDenied, "permission denied: %s on %s", need, path))
+			s.refuse(w, r, rt, svc, denied(need, path))
 			return
 		}
 		s.serveAudited(w, r, rt, svc)
 	})
+}
+
+func denied(need auth.Capability, path string) error {
+	return Errorf(http.StatusForbidden, CodePermissionDenied, "permission denied: %s on %s", need, path)
+}
+
+// writeGuard is the authorisation of a guarded route's request, decided
+// from this node's state by AuthorizeLocal: the token's record and the
+// policy version it was decided from, which the write's transaction
+// compares at its commit.
+type writeGuard struct {
+	auth  *auth.Service
+	token string
+	path  string
+	need  auth.Capability
+	ops   []raftstore.Op
+}
+
+var _ secrets.Guard = (*writeGuard)(nil)
+
+func (g *writeGuard) Ops() []raftstore.Op { return g.ops }
+
+// Confirm decides as an unguarded request is decided, on current state: a
+// linearizable Authenticate, then Allowed. The local decision that follows
+// reads that state, and gives the new guard.
+func (g *writeGuard) Confirm(ctx context.Context) error {
+	t, err := g.auth.Authenticate(ctx, g.token)
+	if err != nil {
+		return err
+	}
+	allowed, err := g.auth.Authorizer().Allowed(ctx, t.Policies, g.path, g.need)
+	if err != nil {
+		return err
+	}
+	if !allowed {
+		return denied(g.need, g.path)
+	}
+	_, ops, ok := g.auth.AuthorizeLocal(ctx, g.token, g.path, g.need)
+	if !ok { // changed again since the linearizable read
+		return denied(g.need, g.path)
+	}
+	g.ops = ops
+	return nil
 }
 
 func tokenFrom(r *http.Request) string {

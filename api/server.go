@@ -197,7 +197,10 @@ type route struct {
 	policy func(r *http.Request) string
 	// anyToken routes need a valid token but no capability.
 	anyToken bool
-	h        func(w http.ResponseWriter, r *http.Request)
+	// guarded routes are authorised from this node's state and their
+	// handler's one write proves it at its commit (secrets.WithGuard).
+	guarded bool
+	h       func(w http.ResponseWriter, r *http.Request)
 }
 
 func (s *Server) routes() []route {

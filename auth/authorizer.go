@@ -76,32 +76,42 @@ func (a *Authorizer) Allowed(ctx context.Context, policies []string, path string
 // Capabilities returns what policies grant on path (never CapDeny: a
 // denied path has no capabilities).
 func (a *Authorizer) Capabilities(ctx context.Context, policies []string, path string) (Capability, error) {
-	acl, err := a.acl(ctx, policies)
+	acl, _, err := a.acl(ctx, policies)
 	if err != nil {
 		return 0, err
 	}
+	return acl.capabilities(path), nil
+}
+
+// capabilities returns what the merged rules grant on path.
+func (acl *acl) capabilities(path string) Capability {
 	if acl.root {
-		return capAll, nil
+		return capAll
 	}
 	for i := range acl.rules {
 		r := &acl.rules[i]
 		if r.pat.match(path) {
 			if r.Capabilities&CapDeny != 0 {
-				return 0, nil
+				return 0
 			}
-			return r.Capabilities, nil
+			return r.Capabilities
 		}
 	}
-	return 0, nil
+	return 0
 }
 
+// policyVersion is the stored policy version a decision was made under:
+// its bytes, or nil when no policy was ever written.
+type policyVersion []byte
+
 // acl returns the merged rules of a policy set, from the cache if it is
-// current.
-func (a *Authorizer) acl(ctx context.Context, policies []string) (*acl, error) {
+// current, and the policy version they hold for (nil for root, which
+// reads no policy). No policy can have changed while the version stays.
+func (a *Authorizer) acl(ctx context.Context, policies []string) (*acl, policyVersion, error) {
 	names := make([]string, 0, len(policies))
 	for _, p := range policies {
 		if p == PolicyRoot {
-			return &acl{root: true}, nil
+			return &acl{root: true}, nil, nil
 		}
 		if validName("policy", p) == nil { // others cannot exist
 			names = append(names, p)
@@ -111,9 +121,12 @@ func (a *Authorizer) acl(ctx context.Context, policies []string) (*acl, error) {
 	names = slices.Compact(names)
 	key := strings.Join(names, "\n")
 
-	v, _, err := a.s.get(ctx, tableMeta, policyVersionKey, raftstore.Stale())
+	v, found, err := a.s.get(ctx, tableMeta, policyVersionKey, raftstore.Stale())
 	if err != nil {
-		return nil, fmt.Errorf("auth: read policy version: %w", err)
+		return nil, nil, fmt.Errorf("auth: read policy version: %w", err)
+	}
+	if found && v == nil {
+		v = []byte{}
 	}
 	version := string(v)
 	a.mu.Lock()
@@ -124,12 +137,12 @@ func (a *Authorizer) acl(ctx context.Context, policies []string) (*acl, error) {
 	cached := a.acls[key]
 	a.mu.Unlock()
 	if cached != nil {
-		return cached, nil
+		return cached, v, nil
 	}
 
 	built, err := a.build(ctx, names)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -141,7 +154,7 @@ func (a *Authorizer) acl(ctx context.Context, policies []string) (*acl, error) {
 		}
 		a.acls[key] = built
 	}
-	return built, nil
+	return built, v, nil
 }
 
 // build loads the named policies from this node's state and merges them.

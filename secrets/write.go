@@ -22,45 +22,104 @@ type change func(m *mountRec, rec *record, now time.Time) (*record, []raftstore.
 
 // update applies fn to the secret at path in one transaction that checks
 // the mount is live and swaps the metadata record, trying again from a
-// fresh read when another writer changed the record first.
+// fresh read when another writer changed the record first. Under a guard
+// (WithGuard) the first try reads from this node's state and commits with
+// the guard's compares and the mount's.
 func (s *Store) update(ctx context.Context, mount, path string, fn change) (*mountRec, *record, error) {
 	if err := CheckPath(path); err != nil {
 		return nil, nil, err
 	}
 	defer s.lock(mount, path)()
+	g := guardOf(ctx)
+	confirmed := g == nil
 	for attempt := 0; ; attempt++ {
-		m, _, err := s.mountForCall(ctx, mount, attempt > 0)
-		if err != nil {
-			return nil, nil, err
-		}
-		rec, raw, err := s.readRecord(ctx, m, path)
-		if err != nil {
-			return nil, nil, err
-		}
-		next, ops, err := fn(m, rec, s.now())
+		d, err := s.prepare(ctx, mount, path, fn, attempt, g != nil)
 		if errors.Is(err, errDataGone) && attempt < maxAttempts-1 {
 			continue // the record changed since it was read
 		}
+		if err != nil && !confirmed {
+			// Decided from state that may be behind: confirm the
+			// guard, then decide again on current state.
+			if err := g.Confirm(ctx); err != nil {
+				return nil, nil, err
+			}
+			confirmed = true
+			continue
+		}
 		if err != nil {
 			return nil, nil, err
 		}
-		meta := raftstore.Op{Kind: raftstore.OpCAS, Table: tableMeta, Key: metaKey(m.ID, path), Old: raw, Delete: next == nil}
-		if next != nil {
-			if meta.Value, err = jsonMarshal(next); err != nil {
+		meta := raftstore.Op{Kind: raftstore.OpCAS, Table: tableMeta, Key: metaKey(d.m.ID, path), Old: d.raw, Delete: d.next == nil}
+		if d.next != nil {
+			if meta.Value, err = jsonMarshal(d.next); err != nil {
 				return nil, nil, err
 			}
 		}
-		res, err := s.st.Txn(ctx, append([]raftstore.Op{liveOp(m), meta}, ops...))
+		var guard []raftstore.Op
+		if g != nil {
+			guard = g.Ops()
+		}
+		ops := make([]raftstore.Op, 0, len(guard)+3+len(d.ops))
+		ops = append(ops, guard...)
+		if g != nil {
+			ops = append(ops, raftstore.Op{Kind: raftstore.OpCompare, Table: tableMounts, Key: []byte(mount), Old: d.mraw})
+		}
+		ops = append(append(ops, liveOp(d.m), meta), d.ops...)
+		res, err := s.st.Txn(ctx, ops)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%q: %w", path, err)
 		}
 		if res.Succeeded {
-			return m, next, nil
+			return d.m, d.next, nil
+		}
+		if res.FailedOp < len(guard) {
+			// The token or a policy changed since the decision: decide
+			// again on current state, which answers a revoked token.
+			if err := g.Confirm(ctx); err != nil {
+				return nil, nil, err
+			}
+			confirmed = true
+			if attempt < maxAttempts-1 {
+				continue
+			}
 		}
 		if err := backoff(ctx, attempt); err != nil {
 			return nil, nil, fmt.Errorf("%q: %w", path, err)
 		}
 	}
+}
+
+// draft is a change to a secret, ready to commit.
+type draft struct {
+	m    *mountRec
+	mraw []byte  // the mount as stored
+	raw  []byte  // the secret's metadata as stored; nil when absent
+	next *record // nil: delete the secret
+	ops  []raftstore.Op
+}
+
+// prepare reads the mount and the secret and applies fn. The mount is read
+// from this node's state on a guarded first try, else as mountForCall
+// does.
+func (s *Store) prepare(ctx context.Context, mount, path string, fn change, attempt int, guarded bool) (draft, error) {
+	var (
+		d   draft
+		err error
+	)
+	if guarded && attempt == 0 {
+		d.m, d.mraw, err = s.readMountWith(ctx, mount, raftstore.Stale())
+	} else {
+		d.m, d.mraw, err = s.mountForCall(ctx, mount, attempt > 0)
+	}
+	if err != nil {
+		return d, err
+	}
+	var rec *record
+	if rec, d.raw, err = s.readRecord(ctx, d.m, path); err != nil {
+		return d, err
+	}
+	d.next, d.ops, err = fn(d.m, rec, s.now())
+	return d, err
 }
 
 // liveOp aborts a transaction once the mount is being deleted.
@@ -296,6 +355,11 @@ func (s *Store) Move(ctx context.Context, mount, from, to string) error {
 	}
 	if from == to {
 		return fmt.Errorf("%w: source and destination are the same path", ErrInvalid)
+	}
+	if g := guardOf(ctx); g != nil {
+		if err := g.Confirm(ctx); err != nil {
+			return err
+		}
 	}
 	defer s.lock(mount, from, to)()
 	for attempt := 0; ; attempt++ {
