@@ -41,6 +41,8 @@ type stackOptions struct {
 	withCA       bool  // add a CA service, not initialized
 	withSecrets  bool  // add a secret store
 	limits       Limits
+	// keys, when set, wraps the secret store's key manager.
+	keys func(secrets.KeyManager) secrets.KeyManager
 }
 
 // testStack is an API server over real services, and a client for it.
@@ -101,6 +103,9 @@ func newTestStack(t testing.TB, opts stackOptions) *testStack {
 	if opts.withSecrets {
 		scfg := secrets.DefaultConfig()
 		scfg.Storage, scfg.Keys = b, k
+		if opts.keys != nil {
+			scfg.Keys = opts.keys(k)
+		}
 		s.secrets, err = secrets.New(ctx, scfg)
 		must(err)
 	}
