@@ -18,6 +18,19 @@
 //   - Every authenticated request is written to the audit log before it is
 //     acted on, and its response after; if the audit log cannot be written
 //     the request fails. Secrets are HMAC'd in the log, never plain.
+//   - A token is checked, and a request authorised, on current state: a
+//     linearizable read of the token, then the policies from the state it
+//     brought up to date. A secret write (the routes marked guarded:
+//     writing, patching, deleting, undeleting and destroying versions,
+//     writing and deleting metadata, native and Vault) is authorised from
+//     this node's state instead, and proves it at its commit: its
+//     transaction compares the token's record and the policy version
+//     with what the decision read (secrets.WithGuard), so it commits only
+//     if both are unchanged, and is as authorised at its commit index as
+//     a request checked before it. Nothing is refused from that state: a
+//     token unknown there, expired, limited-use, or policies that do not
+//     allow the write, and a guard that fails or an error the write
+//     would answer, are decided again on current state as above.
 //   - Load is shed before it reaches a handler (Limits): caps on requests
 //     in flight and on connections (503 with Retry-After), and a limit per
 //     client address on the unauthenticated routes that do work (429 with

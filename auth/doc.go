@@ -15,6 +15,11 @@
 //     refused from then on and can gain no children), then revokes the
 //     children, then deletes it; an interrupted revocation is finished by a
 //     retry or by Tidy.
+//   - AuthorizeLocal decides from this node's state, with no round trip,
+//     and returns the compares (the token's record, the policy version
+//     that every policy change replaces) a write must carry to be
+//     authorised at its commit; it never refuses: what this node's state
+//     does not allow is for Authenticate and Allowed to decide.
 //   - Expired tokens are refused by Lookup and removed by Tidy. Time comes
 //     from an injected Clock.
 //   - Policies are deny by default: see Authorizer for the matching rules.

@@ -12,7 +12,10 @@
 //     leader over the cluster port, tagged with a request ID so that a retry is
 //     applied once.
 //   - Reads are linearizable unless the caller asks for a stale read.
-//   - Values are byte-exact. A failed compare is a result, not an error.
+//   - Values are byte-exact. A failed compare is a result, not an error,
+//     and names the operation that failed; OpCompare compares without
+//     writing, so a caller can make a write depend on other records
+//     (a guard) and tell their change from its own conflict.
 //   - Commands are applied deterministically; anything non-deterministic (the
 //     time) is stamped by the proposer before Raft sees the command.
 //   - Node-to-node traffic runs on one TCP port with mutual TLS; a peer must

@@ -33,6 +33,12 @@
 //     own since the call began says so with WithStateCurrent, and the call
 //     then makes none: the state is already up to date. A write that loses
 //     a compare-and-swap reads the mount linearizably before it tries again.
+//   - A write under a guard (WithGuard: a decision made from this node's
+//     state, such as the API's authorisation of the request) reads the
+//     mount and the secret from this node's state and commits only if the
+//     guard's records and the mount are what it read; it answers no error
+//     and no guard failure from that state without the guard's
+//     confirmation on current state (see WithGuard).
 //   - Move rewraps the data keys for the new path and moves the metadata in
 //     one transaction: the secret is at exactly one of the two paths.
 //   - Bad input (a path or mount name that CheckPath or the mount rules
