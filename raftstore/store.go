@@ -207,7 +207,7 @@ func (s *Store) open() error {
 		return fmt.Errorf("raftstore: log store: %w", err)
 	}
 	s.stable = &stableStore{s: s.logStore}
-	logs, err := raft.NewLogCache(1024, s.logStore)
+	logs, err := newLogCache(s.logStore, logCacheEntries, logCacheBytes)
 	if err != nil {
 		return fmt.Errorf("raftstore: log cache: %w", err)
 	}
