@@ -133,6 +133,8 @@ func BenchmarkMemory(b *testing.B) {
 	b.ReportMetric(mb(c["RssAnon"]), "node3-anon-MB")
 	b.ReportMetric(mb(c["RssFile"]), "node3-file-MB")
 	b.ReportMetric(mb(c["VmHWM"]), "node3-peak-rss-MB")
+	b.ReportMetric(mb(c["state.db"]), "node3-statedb-rss-MB")
+	b.ReportMetric(mb(c["raft.db"]), "node3-raftdb-rss-MB")
 	b.ReportMetric(heap, "node3-heap-MB")
 	b.ReportMetric(peakHeap, "node3-peak-heap-MB")
 	b.ReportMetric(float64(c["VmRSS"])/objects, "node3-rss-B/object")
@@ -150,6 +152,8 @@ func BenchmarkMemory(b *testing.B) {
 	b.ReportMetric(mb(p["RssAnon"]), "proc-anon-MB")
 	b.ReportMetric(mb(p["RssFile"]), "proc-file-MB")
 	b.ReportMetric(mb(p["VmHWM"]), "proc-peak-rss-MB")
+	b.ReportMetric(mb(p["state.db"]), "proc-statedb-rss-MB")
+	b.ReportMetric(mb(p["raft.db"]), "proc-raftdb-rss-MB")
 	b.ReportMetric(mb(int64(ms.HeapInuse)), "proc-heapinuse-MB")
 	b.ReportMetric(mb(int64(ms.HeapAlloc)), "proc-heapalloc-MB")
 	b.Logf("N=%d: node3 (child) %v; this process (node1, node2, load) %v, heap in use %d MB, %d MB from the OS",
@@ -478,7 +482,9 @@ func (ch *childNode) heapMB() (last, peak float64) {
 	return last, peak
 }
 
-// procStatus reads the memory lines of /proc/<pid>/status, in bytes.
+// procStatus reads the memory lines of /proc/<pid>/status and, under
+// state.db and raft.db, the resident pages of the mappings of those files
+// (all nodes' of this process together), in bytes.
 func procStatus(b *testing.B, pid int) map[string]int64 {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -492,6 +498,24 @@ func procStatus(b *testing.B, pid int) map[string]int64 {
 		}
 		if kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, " kB")), 10, 64); err == nil {
 			out[k] = kb << 10
+		}
+	}
+	smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	file := ""
+	for _, line := range strings.Split(string(smaps), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-"): // a mapping: address perms offset dev inode [path]
+			file = ""
+			if len(f) == 6 {
+				file = filepath.Base(f[5])
+			}
+		case len(f) == 3 && f[0] == "Rss:" && (file == "state.db" || file == "raft.db"):
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			out[file] += kb << 10
 		}
 	}
 	return out
