@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -252,12 +251,13 @@ func loadCerts(b *testing.B, authority *ca.CA, n int) []string {
 	serials := make([]string, n/100)
 	var kept atomic.Int64
 	parallel(b, 64, n, func(i int) error {
-		raw := make([]byte, 16)
-		_, _ = rand.Read(raw)
-		raw[0] |= 0x40 // positive, 16 bytes
+		serial, err := ca.NewSerial(16) // as the CA makes them
+		if err != nil {
+			return err
+		}
 		name := fmt.Sprintf("h%07d.mem.example.com", i)
 		tmpl := &x509.Certificate{
-			SerialNumber: new(big.Int).SetBytes(raw), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+			SerialNumber: serial, Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
 			NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour),
 			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 			BasicConstraintsValid: true,
