@@ -189,17 +189,7 @@ func (h *Hasher) appendWalk(b []byte, v any) ([]byte, bool) {
 	case map[string]any:
 		return h.appendObject(b, v)
 	case []any:
-		b = append(b, '[')
-		ok := true
-		for i, e := range v {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			if b, ok = h.appendWalk(b, e); !ok {
-				return nil, false
-			}
-		}
-		return append(b, ']'), true
+		return appendArray(b, v, h.appendWalk)
 	}
 	return nil, false // json.Number and other types: the slow way
 }
@@ -235,19 +225,24 @@ func (h *Hasher) appendHashAll(b []byte, v any) ([]byte, bool) {
 		}
 		return append(b, '}'), true
 	case []any:
-		b = append(b, '[')
-		ok := true
-		for i, e := range v {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			if b, ok = h.appendHashAll(b, e); !ok {
-				return nil, false
-			}
-		}
-		return append(b, ']'), true
+		return appendArray(b, v, h.appendHashAll)
 	}
 	return nil, false
+}
+
+// appendArray writes the JSON array of v's elements, each written by elem.
+func appendArray(b []byte, v []any, elem func([]byte, any) ([]byte, bool)) ([]byte, bool) {
+	b = append(b, '[')
+	ok := true
+	for i, e := range v {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if b, ok = elem(b, e); !ok {
+			return nil, false
+		}
+	}
+	return append(b, ']'), true
 }
 
 // appendHMAC writes HMAC(v) quoted (its characters need no escaping).
