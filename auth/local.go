@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/custos-pki/custos/raftstore"
 )
@@ -34,8 +33,8 @@ func (s *Service) AuthorizeLocal(ctx context.Context, token, path string, c Capa
 	if err != nil || !found {
 		return nil, nil, false
 	}
-	r := new(record)
-	if err := json.Unmarshal(raw, r); err != nil || r.Revoking || r.NumUses != 0 || r.expired(s.now()) {
+	r, err := s.decoded.decode(raw)
+	if err != nil || r.Revoking || r.NumUses != 0 || r.expired(s.now()) {
 		return nil, nil, false
 	}
 	acl, version, err := s.authz.acl(ctx, r.Policies)
