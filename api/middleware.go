@@ -181,17 +181,25 @@ func (s *Server) wrap(rt route) http.Handler {
 			s.serveAudited(w, r, rt, svc)
 			return
 		}
-		allowed, err := svc.Auth.Authorizer().Allowed(r.Context(), t.Policies, path, need)
-		if err != nil {
+		if err := authorize(r.Context(), svc.Auth, t, path, need); err != nil {
 			s.refuse(w, r, rt, svc, err)
-			return
-		}
-		if !allowed {
-			s.refuse(w, r, rt, svc, denied(need, path))
 			return
 		}
 		s.serveAudited(w, r, rt, svc)
 	})
+}
+
+// authorize returns nil if t's policies grant need on path, else the error
+// to answer.
+func authorize(ctx context.Context, a *auth.Service, t *auth.Token, path string, need auth.Capability) error {
+	allowed, err := a.Authorizer().Allowed(ctx, t.Policies, path, need)
+	if err != nil {
+		return err
+	}
+	if !allowed {
+		return denied(need, path)
+	}
+	return nil
 }
 
 func denied(need auth.Capability, path string) error {
@@ -222,12 +230,8 @@ func (g *writeGuard) Confirm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	allowed, err := g.auth.Authorizer().Allowed(ctx, t.Policies, g.path, g.need)
-	if err != nil {
+	if err := authorize(ctx, g.auth, t, g.path, g.need); err != nil {
 		return err
-	}
-	if !allowed {
-		return denied(g.need, g.path)
 	}
 	_, ops, ok := g.auth.AuthorizeLocal(ctx, g.token, g.path, g.need)
 	if !ok { // changed again since the linearizable read
