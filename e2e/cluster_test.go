@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/custos-pki/custos/api"
+	"github.com/custos-pki/custos/internal/testutil"
 )
 
 // buildBinary compiles cmd/custos once per test run.
@@ -29,15 +30,9 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freePort returns a loopback address with a free port, out of the range
+// outgoing connections take their ports from (testutil.FreeAddr).
+func freePort(t *testing.T) string { return testutil.FreeAddr(t) }
 
 type proc struct {
 	id, dir, api, cluster string

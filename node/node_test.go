@@ -19,18 +19,12 @@ import (
 	"time"
 
 	"github.com/custos-pki/custos/api"
+	"github.com/custos-pki/custos/internal/testutil"
 )
 
-// freeAddr returns a loopback address with a free port.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr returns a loopback address with a free port, out of the range
+// outgoing connections take their ports from (testutil.FreeAddr).
+func freeAddr(t testing.TB) string { return testutil.FreeAddr(t) }
 
 func testConfig(t testing.TB, id string) Config {
 	cfg := DefaultConfig()
