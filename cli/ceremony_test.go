@@ -5,25 +5,19 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/custos-pki/custos/api"
+	"github.com/custos-pki/custos/internal/testutil"
 	"github.com/custos-pki/custos/node"
 )
 
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeLoopback returns a loopback address with a free port, out of the
+// range outgoing connections take their ports from (testutil.FreeAddr).
+func freeLoopback(t *testing.T) string { return testutil.FreeAddr(t) }
 
 // TestCeremoniesAgainstARealNode drives generate-root, rekey, rotate and
 // key-status through the CLI against a real node over HTTPS.
