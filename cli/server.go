@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/custos-pki/custos/internal/gcpolicy"
 	"github.com/custos-pki/custos/node"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -109,7 +110,8 @@ func (a *app) serverCmd() *cobra.Command {
 		Long: "Run a custos node. Settings come from flags, then CUSTOS_* environment variables\n" +
 			"(CUSTOS_NODE_ID, CUSTOS_API_HOSTS=a,b, ...), then the --config file (YAML, TOML or JSON,\n" +
 			"with keys such as node_id and api_hosts), then defaults. SIGHUP reopens the audit log;\n" +
-			"SIGINT or SIGTERM stops the node.\n\n" +
+			"SIGINT or SIGTERM stops the node. The garbage collector runs with GOGC=400 and, under a\n" +
+			"cgroup memory limit, a soft limit of 3/4 of it, unless GOGC or GOMEMLIMIT is set.\n\n" +
 			"custos server --dev runs a one-node cluster in ./custos-dev, initialised and unsealed.",
 		Args: nargs(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -120,6 +122,8 @@ func (a *app) serverCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			gc := gcpolicy.Apply(os.Getenv, gcpolicy.CgroupLimit)
+			cfg.Logger.Info("garbage collector", "gogc", gc.Percent, "soft_memory_limit", gc.Limit)
 			return a.serve(cmd.Context(), cfg, cmd.OutOrStdout())
 		},
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/custos-pki/custos/api"
+	"github.com/custos-pki/custos/internal/gcpolicy"
 	"golang.org/x/crypto/acme"
 )
 
@@ -46,12 +47,17 @@ const (
 // (cpu-ms/op: the three nodes and the clients together), which a busy
 // machine disturbs less than the rate.
 //
+// The process runs with the garbage collector's policy of `custos server`
+// (internal/gcpolicy: GOGC=400 unless GOGC is set), since the nodes run in
+// it.
+//
 // The nodes' goroutines carry the pprof label node=<id> (node1 starts as
 // the leader), so a CPU profile tells them apart:
 //
 //	go test -tags ... -run '^$' -bench 'BenchmarkCluster/encrypt$' -cpuprofile cpu.out ./node/
 //	go tool pprof -tagfocus node=node2 -top -cum node.test cpu.out
 func BenchmarkCluster(b *testing.B) {
+	gcpolicy.Apply(os.Getenv, gcpolicy.CgroupLimit)
 	cb := newClusterBench(b)
 	b.Run("acme-own-accounts", cb.acmeOwnAccounts)
 	b.Run("acme-shared-account", cb.acmeSharedAccount)
