@@ -94,13 +94,16 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-// begin gives the request an ID and state, and records its metrics.
+// begin gives the request an ID and state, and records its metrics. Its
+// linearizable reads share one read index (raftstore.WithReadSession): the
+// first takes it, after the request began, and the others read this node's
+// state, which can only have moved on since.
 func (s *Server) begin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := &state{id: newRequestID(), start: time.Now()}
 		w.Header().Set("X-Request-Id", st.id)
 		sw := &httpstatus.Recorder{ResponseWriter: w}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), stateKey, st)))
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(raftstore.WithReadSession(r.Context()), stateKey, st)))
 		if st.internal != nil {
 			s.log.Error("internal error", "request_id", st.id, "path", r.URL.Path, "error", st.internal)
 		}

@@ -489,7 +489,13 @@ func (n *Node) registerMetrics() error {
 		func() float64 { return float64(n.store.AppliedIndex()) })
 	peers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "custos_raft_peers", Help: "Servers in the Raft configuration."},
 		func() float64 { return float64(len(n.store.Status().Peers)) })
-	for _, c := range []prometheus.Collector{sealed, leader, applied, peers} {
+	readIndex := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "custos_raft_read_index_requests_total",
+		Help: "Read-index requests this node sent to the leader for linearizable reads, while a follower."},
+		func() float64 { return float64(n.store.ReadCounts().ReadIndexRequests) })
+	sessionReads := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "custos_raft_session_reads_total",
+		Help: "Linearizable reads answered with the read index an earlier read of the same request took."},
+		func() float64 { return float64(n.store.ReadCounts().SessionReads) })
+	for _, c := range []prometheus.Collector{sealed, leader, applied, peers, readIndex, sessionReads} {
 		if err := n.reg.Register(c); err != nil {
 			return err
 		}

@@ -90,6 +90,7 @@ const restoreTempName = "backup.restore"
 // cluster ID in the state) is refused with ErrOtherCluster; with force the
 // cluster takes on the backup's state and cluster ID.
 func (s *Store) Restore(ctx context.Context, r io.Reader, force bool) error {
+	defer wrote(ctx)
 	if s.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}

@@ -108,6 +108,7 @@ func (s *Store) withTimeout(ctx context.Context) (context.Context, context.Cance
 // wherever it is. Every command carries a request ID, so a retry after a
 // lost answer is applied once.
 func (s *Store) propose(ctx context.Context, c *command) (TxnResult, error) {
+	defer wrote(ctx)
 	c.RequestID = newRequestID()
 	r, err := s.onLeader(ctx, leaderOp{
 		kind: reqWrite, body: c.encode(), changes: true,
@@ -244,7 +245,7 @@ func (s *Store) read(ctx context.Context, table string, opts []ReadOption, fn fu
 		opt(&o)
 	}
 	if !o.stale {
-		if err := s.linearize(ctx); err != nil {
+		if err := s.linearizeIn(ctx); err != nil {
 			return err
 		}
 	}

@@ -17,7 +17,9 @@ import (
 // a read joins the next round that has not started, so the round that
 // answers it begins after the read was called and its index covers every
 // write acknowledged before that. No lease and no clock is trusted: a
-// follower never answers from its own state without a fresh index.
+// follower never answers from its own state without a fresh index, taken
+// for this read or, within a read session (readsession.go), for an earlier
+// read of the same request.
 
 // rounds shares one operation among concurrent callers. A caller joins the
 // next round that has not started; one round runs at a time, and it starts

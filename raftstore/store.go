@@ -153,6 +153,10 @@ type Store struct {
 	observeCh chan raft.Observation
 	observer  *raft.Observer
 
+	// sessionReads counts linearizable reads answered within a read
+	// session without a read index of their own (ReadCounts).
+	sessionReads atomic.Int64
+
 	contactMu sync.Mutex
 	failed    map[raft.ServerID]time.Time // followers failing heartbeats, since when last heard
 
