@@ -67,6 +67,10 @@ func BenchmarkCluster(b *testing.B) {
 	b.Run("kv-get", cb.kvGet)
 	b.Run("follower-vs-leader", cb.followerVsLeader)
 	b.Logf("leader at the end: %s", cb.leader(b).cfg.NodeID)
+	for _, n := range cb.tc.nodes {
+		rc := n.store.ReadCounts()
+		b.Logf("%s: %d read-index requests sent, %d reads answered within their request's read session", n.cfg.NodeID, rc.ReadIndexRequests, rc.SessionReads)
+	}
 }
 
 // clusterBench is the cluster and what the workloads set up on it, each
