@@ -200,7 +200,7 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	}
 	return &CA{
 		cfg: cfg, store: cfg.Storage, kms: cfg.KMS, clock: cfg.Clock, log: cfg.Logger,
-		lints: reg, certLints: reg.CertificateLints().Lints(), lintCfg: reg.GetConfiguration(),
+		lints: reg, certLints: withFastSmallKeyLint(reg.CertificateLints().Lints(), reg.GetConfiguration()), lintCfg: reg.GetConfiguration(),
 	}, nil
 }
 
