@@ -198,6 +198,7 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
+	go p256SmallMultiples() // built before the first certificate needs it
 	return &CA{
 		cfg: cfg, store: cfg.Storage, kms: cfg.KMS, clock: cfg.Clock, log: cfg.Logger,
 		lints: reg, certLints: withFastSmallKeyLint(reg.CertificateLints().Lints(), reg.GetConfiguration()), lintCfg: reg.GetConfiguration(),

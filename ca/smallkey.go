@@ -1,10 +1,12 @@
 package ca
 
 import (
+	"bytes"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"encoding/binary"
 	"fmt"
-	"math/big"
 	"reflect"
 	"sync"
 
@@ -19,8 +21,8 @@ import (
 // certificate: about 0.2 ms, a tenth of what a REST certificate costs the
 // whole cluster. For P-256, the curve of nearly every key custos certifies,
 // smallKeyLint answers the same question with one lookup in a table of all
-// 65,536 small multiples of the base point, built once per process (about
-// 0.4 s, 1.5 MB). Other curves go to zlint's own implementation. The lint
+// 65,536 small multiples of the base point, built once per process when a
+// CA starts (about 0.4 s, 1.5 MB). Other curves go to zlint's own implementation. The lint
 // keeps zlint's name, metadata and place in the list; only its
 // implementation is swapped, and only while zlint's lint searches 16 bits.
 
@@ -109,7 +111,10 @@ var p256SmallMultiples = sync.OnceValue(func() map[uint64]uint32 {
 	x, y := p.Gx, p.Gy
 	for d := uint32(1); d <= 1<<smallKeyBits; d++ {
 		t[x.Uint64()] = d
-		x, y = curve.Add(x, y, p.Gx, p.Gy)
+		// The one API of the standard library that adds points, and the
+		// one zlint's lint uses; over public constants, 3x faster than a
+		// scalar multiplication per entry.
+		x, y = curve.Add(x, y, p.Gx, p.Gy) //lint:ignore SA1019 see above
 	}
 	return t
 })
@@ -117,11 +122,19 @@ var p256SmallMultiples = sync.OnceValue(func() map[uint64]uint32 {
 // smallP256Scalar returns d if key is d*G or -d*G with 1 <= d <= 2^16, else
 // 0. A table hit shares only 64 bits of X, so it is checked in full.
 func smallP256Scalar(key *ecdsa.PublicKey) uint32 {
-	d, ok := p256SmallMultiples()[key.X.Uint64()]
+	pub, err := key.Bytes() // 04 || X || Y
+	if err != nil || len(pub) != 65 {
+		return 0
+	}
+	x := pub[1:33]
+	d, ok := p256SmallMultiples()[binary.BigEndian.Uint64(x[24:])]
 	if !ok {
 		return 0
 	}
-	if gx, _ := key.Curve.ScalarBaseMult(big.NewInt(int64(d)).Bytes()); gx.Cmp(key.X) != 0 {
+	var scalar [32]byte
+	binary.BigEndian.PutUint32(scalar[28:], d)
+	k, err := ecdh.P256().NewPrivateKey(scalar[:])
+	if err != nil || !bytes.Equal(k.PublicKey().Bytes()[1:33], x) {
 		return 0
 	}
 	return d

@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,20 +16,35 @@ import (
 	"github.com/zmap/zlint/v3/lint"
 )
 
-// certFor is a certificate for the public key d*G on curve (or -d*G).
+// certFor is a certificate for the public key d*G on curve, or -d*G.
 func certFor(t testing.TB, curve elliptic.Curve, d *big.Int, negate bool) *zx509.Certificate {
 	t.Helper()
-	x, y := curve.ScalarBaseMult(d.Bytes())
+	n := curve.Params().N
+	scalar := new(big.Int).Set(d)
 	if negate {
-		y = new(big.Int).Sub(curve.Params().P, y)
+		scalar.Sub(n, d)
 	}
+	ec := map[elliptic.Curve]ecdh.Curve{elliptic.P256(): ecdh.P256(), elliptic.P384(): ecdh.P384()}[curve]
+	k, err := ec.NewPrivateKey(scalar.FillBytes(make([]byte, (n.BitLen()+7)/8)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := ecdsa.ParseUncompressedPublicKey(curve, k.PublicKey().Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certForKey(t, pub)
+}
+
+func certForKey(t testing.TB, pub *ecdsa.PublicKey) *zx509.Certificate {
+	t.Helper()
 	issuer, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "small"},
 		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &ecdsa.PublicKey{Curve: curve, X: x, Y: y}, issuer)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, issuer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +133,7 @@ func BenchmarkSmallKeyLint(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := certFor(b, elliptic.P256(), key.D, false)
+	c := certForKey(b, &key.PublicKey)
 	p256SmallMultiples()
 	for _, impl := range []struct {
 		name string
