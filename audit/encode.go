@@ -93,7 +93,8 @@ func appendAuth(b []byte, a *Auth) ([]byte, bool) {
 	}
 	if len(a.Meta) > 0 {
 		b = append(b, `,"meta":{`...)
-		for i, k := range sortedKeys(a.Meta) {
+		var kb [8]string
+		for i, k := range sortedKeys(kb[:0], a.Meta) {
 			if i > 0 {
 				b = append(b, ',')
 			}
@@ -142,8 +143,9 @@ func appendFloat(b []byte, f float64) ([]byte, bool) {
 	return strconv.AppendFloat(b, f, 'f', -1, 64), true
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
+// sortedKeys appends m's keys to keys (empty; a caller's array on its
+// stack saves an allocation for small objects) and sorts them.
+func sortedKeys[V any](keys []string, m map[string]V) []string {
 	for k := range m {
 		keys = append(keys, k)
 	}
@@ -155,7 +157,8 @@ func sortedKeys[V any](m map[string]V) []string {
 func (h *Hasher) appendObject(b []byte, obj map[string]any) ([]byte, bool) {
 	b = append(b, '{')
 	ok := true
-	for i, k := range sortedKeys(obj) {
+	var kb [16]string
+	for i, k := range sortedKeys(kb[:0], obj) {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -212,7 +215,8 @@ func (h *Hasher) appendHashAll(b []byte, v any) ([]byte, bool) {
 	case map[string]any:
 		b = append(b, '{')
 		ok := true
-		for i, k := range sortedKeys(v) {
+		var kb [16]string
+		for i, k := range sortedKeys(kb[:0], v) {
 			if i > 0 {
 				b = append(b, ',')
 			}

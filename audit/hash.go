@@ -45,6 +45,7 @@ type Hasher struct {
 type mac struct {
 	h   hash.Hash
 	buf []byte
+	out [sha256.Size]byte // Sum's destination: a local array would escape through the interface
 }
 
 // maxMACBuffer bounds the buffer a pooled mac keeps.
@@ -58,8 +59,8 @@ func (h *Hasher) sum(v string) [sha256.Size]byte {
 	m.h.Reset()
 	m.buf = append(m.buf[:0], v...)
 	m.h.Write(m.buf)
-	var out [sha256.Size]byte
-	m.h.Sum(out[:0])
+	m.h.Sum(m.out[:0])
+	out := m.out
 	if cap(m.buf) > maxMACBuffer {
 		m.buf = nil
 	}
