@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 
 	"github.com/custos-pki/custos/raftstore"
@@ -100,6 +99,39 @@ func (acl *acl) capabilities(path string) Capability {
 	return 0
 }
 
+// rootACL is the acl of every policy set that holds root.
+var rootACL = &acl{root: true}
+
+// normalized reports whether policies are as normalizePolicies leaves a
+// token's (sorted, without duplicates) and all valid names other than
+// root: the set acl would compute from them is themselves.
+func normalized(policies []string) bool {
+	for i, p := range policies {
+		if p == PolicyRoot || !isName(p) || i > 0 && policies[i-1] >= p {
+			return false
+		}
+	}
+	return true
+}
+
+// isName is validName without the error (and without the regexp): 1 to
+// maxNameLen characters of a-z, 0-9, '_', '.', '-', the first a letter or
+// digit.
+func isName(s string) bool {
+	if len(s) == 0 || len(s) > maxNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case i > 0 && (c == '_' || c == '.' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // policyVersion is the stored policy version a decision was made under:
 // its bytes, or nil when no policy was ever written.
 type policyVersion []byte
@@ -108,18 +140,30 @@ type policyVersion []byte
 // current, and the policy version they hold for (nil for root, which
 // reads no policy). No policy can have changed while the version stays.
 func (a *Authorizer) acl(ctx context.Context, policies []string) (*acl, policyVersion, error) {
-	names := make([]string, 0, len(policies))
-	for _, p := range policies {
-		if p == PolicyRoot {
-			return &acl{root: true}, nil, nil
+	names := policies
+	if !normalized(policies) {
+		names = make([]string, 0, len(policies))
+		for _, p := range policies {
+			if p == PolicyRoot {
+				return rootACL, nil, nil
+			}
+			if validName("policy", p) == nil { // others cannot exist
+				names = append(names, p)
+			}
 		}
-		if validName("policy", p) == nil { // others cannot exist
-			names = append(names, p)
-		}
+		sort.Strings(names)
+		names = slices.Compact(names)
 	}
-	sort.Strings(names)
-	names = slices.Compact(names)
-	key := strings.Join(names, "\n")
+	// The key is built on the stack: a map lookup by string(bytes) does
+	// not allocate; only a new entry copies it.
+	var kb [256]byte
+	key := kb[:0]
+	for i, n := range names {
+		if i > 0 {
+			key = append(key, '\n')
+		}
+		key = append(key, n...)
+	}
 
 	v, found, err := a.s.get(ctx, tableMeta, policyVersionKey, raftstore.Stale())
 	if err != nil {
@@ -134,7 +178,7 @@ func (a *Authorizer) acl(ctx context.Context, policies []string) (*acl, policyVe
 		a.valid, a.version = true, version
 		clear(a.acls)
 	}
-	cached := a.acls[key]
+	cached := a.acls[string(key)]
 	a.mu.Unlock()
 	if cached != nil {
 		return cached, v, nil
@@ -152,7 +196,7 @@ func (a *Authorizer) acl(ctx context.Context, policies []string) (*acl, policyVe
 		if len(a.acls) >= maxCachedACLs {
 			clear(a.acls)
 		}
-		a.acls[key] = built
+		a.acls[string(key)] = built
 	}
 	return built, v, nil
 }

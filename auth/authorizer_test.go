@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"strings"
 	"testing"
 )
 
@@ -96,4 +97,28 @@ func TestAuthorizerInvalidation(t *testing.T) {
 	check("after write back", true)
 	wantErr(t, other.DeletePolicy(ctx, "p"), nil)
 	check("after delete", false)
+}
+
+func TestIsNameAgreesWithValidName(t *testing.T) {
+	for _, n := range []string{"", "a", "default", "bench", "a.b-c_d", "_a", ".a", "-a", "A", "aB", "a b", "a/b", "a\n", "é",
+		"0abc", strings.Repeat("a", maxNameLen), strings.Repeat("a", maxNameLen+1)} {
+		if got, want := isName(n), validName("policy", n) == nil; got != want {
+			t.Errorf("isName(%q) = %v, validName says %v", n, got, want)
+		}
+	}
+}
+
+func TestNormalized(t *testing.T) {
+	for _, c := range []struct {
+		in   []string
+		want bool
+	}{
+		{nil, true}, {[]string{"a"}, true}, {[]string{"a", "b"}, true},
+		{[]string{"b", "a"}, false}, {[]string{"a", "a"}, false}, {[]string{"a", "root"}, false},
+		{[]string{"a", "B"}, false},
+	} {
+		if got := normalized(c.in); got != c.want {
+			t.Errorf("normalized(%q) = %v, want %v", c.in, got, c.want)
+		}
+	}
 }

@@ -115,7 +115,8 @@ func tokenHash(tok string) ([]byte, error) {
 	if len(tok) != tokenLen || !strings.HasPrefix(tok, TokenPrefix) {
 		return nil, fmt.Errorf("%w: malformed token", ErrPermissionDenied)
 	}
-	if _, err := base64.RawURLEncoding.DecodeString(tok[len(TokenPrefix):]); err != nil {
+	var b [tokenBytes]byte // tokenLen holds exactly tokenBytes
+	if n, err := base64.RawURLEncoding.Decode(b[:], []byte(tok[len(TokenPrefix):])); err != nil || n != tokenBytes {
 		return nil, fmt.Errorf("%w: malformed token", ErrPermissionDenied)
 	}
 	h := sha256.Sum256([]byte(tok))
