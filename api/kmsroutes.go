@@ -450,7 +450,16 @@ func serveCrypto[T cryptoItem](s *Server, r *http.Request, k *kms.KMS, name stri
 	isBatch := batch != nil
 	switch {
 	case !isBatch:
-		batch = []T{single}
+		it, err := single.item("", op)
+		if err != nil {
+			return nil, err
+		}
+		it.Crypt.Version, it.Sign = opts.Crypt.Version, opts.Sign
+		rr := k.One(r.Context(), name, op, it)
+		if rr.Err != nil {
+			return nil, rr.Err
+		}
+		return cryptoResult(op, rr)
 	case single != zero:
 		return nil, invalid("give either batch_input or a single item, not both")
 	case len(batch) == 0:
@@ -460,11 +469,7 @@ func serveCrypto[T cryptoItem](s *Server, r *http.Request, k *kms.KMS, name stri
 	var items []kms.BatchItem
 	var index []int // items[j] is batch[index[j]]
 	for i, x := range batch {
-		f := ""
-		if isBatch {
-			f = fmt.Sprintf("batch_input[%d].", i)
-		}
-		it, err := x.item(f, op)
+		it, err := x.item(fmt.Sprintf("batch_input[%d].", i), op)
 		if err != nil {
 			errs[i] = err
 			continue
@@ -480,9 +485,6 @@ func serveCrypto[T cryptoItem](s *Server, r *http.Request, k *kms.KMS, name stri
 		if errs[index[j]] = rr.Err; rr.Err == nil {
 			out[index[j]], errs[index[j]] = cryptoResult(op, rr)
 		}
-	}
-	if !isBatch {
-		return out[0], errs[0]
 	}
 	for i, err := range errs {
 		if err != nil {

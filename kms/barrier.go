@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/custos-pki/custos/raftstore"
 )
@@ -51,12 +52,24 @@ func (b *Barrier) macLocked(table string, key, plaintext []byte) []byte {
 	return m.Sum(nil)
 }
 
-func barrierAD(table string, key, mac []byte) []byte {
-	ad := make([]byte, 0, 17+8+len(table)+len(key)+len(mac))
-	ad = append(ad, "custos/barrier/v1"...)
+// barrierAD appends the associated data of a value to dst.
+func barrierAD(dst []byte, table string, key, mac []byte) []byte {
+	ad := append(dst, "custos/barrier/v1"...)
 	ad = lp(ad, []byte(table))
 	ad = lp(ad, key)
 	return append(ad, mac...)
+}
+
+// adPool holds buffers for associated data: the AEAD's interface call
+// would move a buffer on the stack to the heap. They hold no secret.
+var adPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+func getAD() *[]byte { return adPool.Get().(*[]byte) }
+
+func putAD(b *[]byte) {
+	if cap(*b) <= 4096 { // keys are small; a huge one is not kept
+		adPool.Put(b)
+	}
 }
 
 // seal encrypts plaintext for (table, key) under the active term, spending
@@ -91,7 +104,10 @@ func (b *Barrier) sealOnce(table string, key, plaintext []byte) ([]byte, uint32,
 	binary.BigEndian.PutUint32(out[macSize:], b.kr.active)
 	nonce := out[macSize+termSize : barrierPrefix]
 	rand.Read(nonce)
-	return t.aead.Seal(out, nonce, plaintext, barrierAD(table, key, out[:macSize])), b.kr.active, nil
+	ad := getAD()
+	defer putAD(ad)
+	*ad = barrierAD((*ad)[:0], table, key, out[:macSize])
+	return t.aead.Seal(out, nonce, plaintext, *ad), b.kr.active, nil
 }
 
 // mac returns the CAS mac of plaintext at (table, key).
@@ -133,7 +149,10 @@ func (b *Barrier) openOnce(table string, key, stored []byte) ([]byte, error) {
 	if t == nil {
 		return nil, errUnknownTerm
 	}
-	pt, err := t.aead.Open(nil, stored[macSize+termSize:barrierPrefix], stored[barrierPrefix:], barrierAD(table, key, stored[:macSize]))
+	ad := getAD()
+	defer putAD(ad)
+	*ad = barrierAD((*ad)[:0], table, key, stored[:macSize])
+	pt, err := t.aead.Open(nil, stored[macSize+termSize:barrierPrefix], stored[barrierPrefix:], *ad)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrCorrupt, table)
 	}

@@ -50,23 +50,36 @@ func (k *KMS) Batch(ctx context.Context, name string, op BatchOp, items []BatchI
 	}
 	out := make([]BatchResult, len(items))
 	for i, it := range items {
-		r := &out[i]
-		switch op {
-		case BatchEncrypt:
-			r.Output, r.Err = k.Encrypt(ctx, name, it.Input, it.Crypt)
-		case BatchDecrypt:
-			r.Output, r.Err = k.Decrypt(ctx, name, it.Input, it.Crypt)
-		case BatchRewrap:
-			r.Output, r.Err = k.Rewrap(ctx, name, it.Input, it.Crypt)
-		case BatchSign:
-			r.Output, r.Err = k.Sign(ctx, name, it.Input, it.Sign)
-		case BatchVerify:
-			r.Valid, r.Err = k.Verify(ctx, name, it.Input, it.Signature, it.Sign)
-		case BatchHMAC:
-			r.Output, r.Err = k.HMAC(ctx, name, it.Input, it.Sign)
-		case BatchVerifyHMAC:
-			r.Valid, r.Err = k.VerifyHMAC(ctx, name, it.Input, it.Signature, it.Sign)
-		}
+		out[i] = k.do(ctx, name, op, it)
 	}
 	return out, nil
+}
+
+// One runs op over one item, as Batch runs it over each of its items: a
+// request of one item needs no slices.
+func (k *KMS) One(ctx context.Context, name string, op BatchOp, it BatchItem) BatchResult {
+	if op < BatchEncrypt || op > BatchVerifyHMAC {
+		return BatchResult{Err: fmt.Errorf("%w: unknown batch operation %d", ErrInvalid, op)}
+	}
+	return k.do(ctx, name, op, it)
+}
+
+func (k *KMS) do(ctx context.Context, name string, op BatchOp, it BatchItem) (r BatchResult) {
+	switch op {
+	case BatchEncrypt:
+		r.Output, r.Err = k.Encrypt(ctx, name, it.Input, it.Crypt)
+	case BatchDecrypt:
+		r.Output, r.Err = k.Decrypt(ctx, name, it.Input, it.Crypt)
+	case BatchRewrap:
+		r.Output, r.Err = k.Rewrap(ctx, name, it.Input, it.Crypt)
+	case BatchSign:
+		r.Output, r.Err = k.Sign(ctx, name, it.Input, it.Sign)
+	case BatchVerify:
+		r.Valid, r.Err = k.Verify(ctx, name, it.Input, it.Signature, it.Sign)
+	case BatchHMAC:
+		r.Output, r.Err = k.HMAC(ctx, name, it.Input, it.Sign)
+	case BatchVerifyHMAC:
+		r.Valid, r.Err = k.VerifyHMAC(ctx, name, it.Input, it.Signature, it.Sign)
+	}
+	return r
 }

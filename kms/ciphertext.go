@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"math"
 	"strconv"
+	"unsafe"
 )
 
 // Ciphertexts, signatures and HMACs are self-describing: they carry the key
@@ -41,7 +42,8 @@ func ParseCiphertext(ct []byte) (version int, body []byte, err error) {
 	}
 	v, n := binary.Uvarint(ct[1:])
 	// Only the shortest encoding is accepted, so each value has one form.
-	if n <= 0 || v < 1 || v > maxVersion || n != len(binary.AppendUvarint(nil, v)) {
+	var shortest [binary.MaxVarintLen64]byte
+	if n <= 0 || v < 1 || v > maxVersion || n != binary.PutUvarint(shortest[:], v) {
 		return 0, nil, ErrMalformed
 	}
 	body = ct[1+n:]
@@ -87,5 +89,5 @@ func FormatCiphertext(ct []byte) (string, error) {
 	b := make([]byte, 0, len(textPrefix)+11+base64.StdEncoding.EncodedLen(len(body)))
 	b = strconv.AppendInt(append(b, textPrefix...), int64(v), 10)
 	b = base64.StdEncoding.AppendEncode(append(b, ':'), body)
-	return string(b), nil
+	return unsafe.String(unsafe.SliceData(b), len(b)), nil // b is not used again: no copy
 }
