@@ -29,16 +29,44 @@ type ctxKey int
 
 const stateKey ctxKey = iota
 
+// reqContext is the context of a request: its state, allocated with it.
+// It answers for stateKey, and for secrets.StateCurrentKey once the
+// request's token was read linearizably (stateCurrent), so that neither
+// needs a context and a copy of the request of its own.
+type reqContext struct {
+	context.Context
+	st state
+}
+
+var secretsStateCurrent = secrets.StateCurrentKey()
+
+func (c *reqContext) Value(key any) any {
+	switch key {
+	case any(stateKey):
+		return &c.st
+	case secretsStateCurrent:
+		if c.st.stateCurrent {
+			return true
+		}
+	}
+	return c.Context.Value(key)
+}
+
 // state is what the middleware learns about one request.
 type state struct {
 	id       string
-	start    time.Time
-	errCode  string
-	internal error
-	token    string      // the raw token; never logged
-	caller   *auth.Token // nil when unauthenticated
-	vault    bool        // came in through the Vault API
-	after    func()      // runs once the response is audited and sent
+	idHeader [1]string // the X-Request-Id header's value slice: id
+	rec      httpstatus.Recorder
+	// stateCurrent: the request's token was read linearizably after the
+	// request began (see secrets.WithStateCurrent).
+	stateCurrent bool
+	start        time.Time
+	errCode      string
+	internal     error
+	token        string      // the raw token; never logged
+	caller       *auth.Token // nil when unauthenticated
+	vault        bool        // came in through the Vault API
+	after        func()      // runs once the response is audited and sent
 	// auditResponse, when set, is the response body as the audit log
 	// records it, handed over by the code that encoded it so that the
 	// body need not be decoded again.
@@ -100,10 +128,14 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 // state, which can only have moved on since.
 func (s *Server) begin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		st := &state{id: newRequestID(), start: time.Now()}
-		w.Header().Set("X-Request-Id", st.id)
-		sw := &httpstatus.Recorder{ResponseWriter: w}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(raftstore.WithReadSession(r.Context()), stateKey, st)))
+		c := &reqContext{Context: raftstore.WithReadSession(r.Context())}
+		st := &c.st
+		st.id, st.start = newRequestID(), time.Now()
+		st.idHeader[0] = st.id
+		w.Header()["X-Request-Id"] = st.idHeader[:] // canonical; as Set, without its slice
+		st.rec.ResponseWriter = w
+		sw := &st.rec
+		next.ServeHTTP(sw, r.WithContext(c))
 		if st.internal != nil {
 			s.log.Error("internal error", "request_id", st.id, "path", r.URL.Path, "error", st.internal)
 		}
@@ -178,8 +210,9 @@ func (s *Server) wrap(rt route) http.Handler {
 		}
 		st.token, st.caller = tok, t
 		// Authenticate read the token linearizably after the request
-		// began: this node's state is current for the request's reads.
-		r = r.WithContext(secrets.WithStateCurrent(r.Context()))
+		// began: this node's state is current for the request's reads
+		// (secrets.WithStateCurrent, through the request's context).
+		st.stateCurrent = true
 		if rt.anyToken {
 			s.serveAudited(w, r, rt, svc)
 			return
@@ -332,19 +365,23 @@ func (s *Server) serveAudited(w http.ResponseWriter, r *http.Request, rt route, 
 	} else {
 		r.Body = newAuditedBody(body)
 	}
-	req := s.entry(r, rt, audit.TypeRequest)
-	req.Request = jsonObject(body)
-	if err := svc.Audit.Log(req); err != nil {
+	e := s.entry(r, rt, audit.TypeRequest)
+	e.Request = jsonObject(body)
+	if err := svc.Audit.Log(e); err != nil {
 		writeError(w, r, fmt.Errorf("audit log: %w", err))
 		return
 	}
 	bw := &bufferedWriter{header: w.Header()}
 	rt.h(bw, r)
-	resp := s.entry(r, rt, audit.TypeResponse)
+	// The response entry is the request's, changed (Log keeps neither):
+	// the caller is the one the request entry named.
+	st := reqState(r.Context())
+	resp := e
+	resp.Type, resp.Request = audit.TypeResponse, nil
 	resp.Status = bw.status
-	resp.ErrorCode = reqState(r.Context()).errCode
-	resp.Latency = time.Since(reqState(r.Context()).start)
-	switch st := reqState(r.Context()); {
+	resp.ErrorCode = st.errCode
+	resp.Latency = time.Since(st.start)
+	switch {
 	case st.auditResponse != nil:
 		resp.Response = st.auditResponse
 	case strings.HasPrefix(w.Header().Get("Content-Type"), "application/json"):

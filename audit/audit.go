@@ -167,13 +167,16 @@ func openFile(path string) (file, error) {
 func (l *Logger) Hasher() *Hasher { return l.hasher }
 
 // Log hashes the entry's request and response fields and appends it. An
-// error means the entry may not be in the log: fail the request.
+// error means the entry may not be in the log: fail the request. Log keeps
+// no reference to e (nor to its fields): the caller may change and log it
+// again.
 func (l *Logger) Log(e *Entry) error {
-	line, err := l.encode(e)
+	buf, err := l.encodePooled(e)
 	if err != nil {
 		return err
 	}
-	defer l.release(line) // written or failed: the file has it or never will
+	defer l.release(buf) // written or failed: the file has it or never will
+	line := *buf
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {

@@ -75,6 +75,16 @@ type authLine struct {
 
 // encode hashes and serialises e as one line ending in '\n'.
 func (l *Logger) encode(e *Entry) ([]byte, error) {
+	buf, err := l.encodePooled(e)
+	if err != nil {
+		return nil, err
+	}
+	return *buf, nil
+}
+
+// encodePooled is encode into a buffer of the pool, to be given back
+// with release.
+func (l *Logger) encodePooled(e *Entry) (*[]byte, error) {
 	if e == nil {
 		return nil, fmt.Errorf("audit: nil entry")
 	}
@@ -84,19 +94,25 @@ func (l *Logger) encode(e *Entry) ([]byte, error) {
 	}
 	buf := l.lines.Get().(*[]byte)
 	if b, ok := appendLine((*buf)[:0], l.hasher, e, t); ok {
-		return b, nil
+		*buf = b
+		return buf, nil
 	}
-	l.lines.Put(buf)
-	return encodeSlow(l.hasher, e, t)
+	b, err := encodeSlow(l.hasher, e, t)
+	if err != nil {
+		l.lines.Put(buf)
+		return nil, err
+	}
+	*buf = b
+	return buf, nil
 }
 
 // maxPooledLine bounds the line buffers kept for reuse.
 const maxPooledLine = 64 << 10
 
 // release returns the buffer of a line that was written to the pool.
-func (l *Logger) release(line []byte) {
-	if cap(line) <= maxPooledLine {
-		l.lines.Put(&line)
+func (l *Logger) release(line *[]byte) {
+	if cap(*line) <= maxPooledLine {
+		l.lines.Put(line)
 	}
 }
 

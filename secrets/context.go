@@ -18,6 +18,12 @@ func WithStateCurrent(ctx context.Context) context.Context {
 	return context.WithValue(ctx, stateCurrentKey{}, true)
 }
 
+// StateCurrentKey is the key WithStateCurrent sets to true. A context
+// type of the caller's own may answer Value(StateCurrentKey()) with true
+// instead, to mark a request's calls as WithStateCurrent does without a
+// context of its own (the API does, from its per-request context).
+func StateCurrentKey() any { return stateCurrentKey{} }
+
 func stateCurrent(ctx context.Context) bool {
 	v, _ := ctx.Value(stateCurrentKey{}).(bool)
 	return v

@@ -30,6 +30,17 @@ func (c *countingStorage) List(ctx context.Context, table string, o raftstore.Li
 	return c.Storage.List(ctx, table, o, opts...)
 }
 
+// answersCurrent is a caller's context type that marks its calls as
+// WithStateCurrent does, by answering StateCurrentKey.
+type answersCurrent struct{ context.Context }
+
+func (c answersCurrent) Value(k any) any {
+	if k == StateCurrentKey() {
+		return true
+	}
+	return c.Context.Value(k)
+}
+
 // A call makes one linearizable read, and none when its caller says it made
 // one (WithStateCurrent); a mount this node does not know is still looked
 // up linearizably before it is reported missing.
@@ -53,6 +64,7 @@ func TestStateCurrentReadsCount(t *testing.T) {
 	}{
 		{"get", bg, func(ctx context.Context) error { _, err := s.Get(ctx, "kv", "a", 0); return err }, 1},
 		{"get, state current", cur, func(ctx context.Context) error { _, err := s.Get(ctx, "kv", "a", 0); return err }, 0},
+		{"get, a context answering StateCurrentKey", answersCurrent{bg}, func(ctx context.Context) error { _, err := s.Get(ctx, "kv", "a", 0); return err }, 0},
 		{"put", bg, func(ctx context.Context) error {
 			_, err := s.Put(ctx, "kv", "a", []byte(`{"k":"w"}`), WriteOptions{})
 			return err
