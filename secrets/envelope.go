@@ -29,7 +29,8 @@ func lp(dst []byte, s string) []byte {
 }
 
 func keyAD(mountID, path, secretID string, v int) []byte {
-	ad := []byte("custos/secrets/key/v1")
+	const prefix = "custos/secrets/key/v1"
+	ad := append(make([]byte, 0, len(prefix)+12+len(mountID)+len(path)+len(secretID)+8), prefix...)
 	ad = lp(ad, mountID)
 	ad = lp(ad, path)
 	ad = lp(ad, secretID)
@@ -37,7 +38,8 @@ func keyAD(mountID, path, secretID string, v int) []byte {
 }
 
 func valueAD(mountID, secretID string, v int) []byte {
-	ad := []byte("custos/secrets/value/v1")
+	const prefix = "custos/secrets/value/v1"
+	ad := append(make([]byte, 0, len(prefix)+8+len(mountID)+len(secretID)+8), prefix...)
 	ad = lp(ad, mountID)
 	ad = lp(ad, secretID)
 	return binary.BigEndian.AppendUint64(ad, uint64(v))

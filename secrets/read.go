@@ -41,7 +41,7 @@ func (s *Store) Get(ctx context.Context, mount, path string, n int) (*Secret, er
 // data is read again, to report what happened to it.
 func (s *Store) get(ctx context.Context, m *mountRec, path string, n int) (*Secret, error) {
 	for attempt := 0; ; attempt++ {
-		rec, _, err := s.readRecord(ctx, m, path)
+		rec, err := s.readRecordShared(ctx, m, path) // read only, below
 		if err != nil {
 			return nil, err
 		}

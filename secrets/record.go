@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -139,8 +140,19 @@ func newRecord(now time.Time) *record {
 
 func metaKey(mountID, path string) []byte { return []byte(mountID + "/" + path) }
 
+// dataKey is mountID/secretID/v, v in ten digits at least (%010d).
 func dataKey(mountID, secretID string, v int) []byte {
-	return fmt.Appendf(nil, "%s/%s/%010d", mountID, secretID, v)
+	if v < 0 { // not a version; as fmt writes it
+		return fmt.Appendf(nil, "%s/%s/%010d", mountID, secretID, v)
+	}
+	var d [20]byte
+	n := strconv.AppendInt(d[:0], int64(v), 10)
+	b := make([]byte, 0, len(mountID)+len(secretID)+2+max(len(n), 10))
+	b = append(append(append(append(b, mountID...), '/'), secretID...), '/')
+	for range 10 - len(n) {
+		b = append(b, '0')
+	}
+	return append(b, n...)
 }
 
 // version returns version n, or nil when it is not kept.

@@ -103,6 +103,11 @@ type Store struct {
 	locks [256]sync.Mutex
 
 	listPageSize int // tests: records per storage page when listing
+
+	// mounts and records decode the mount and metadata records reads
+	// meet, keyed by their bytes.
+	mounts  decodeCache[mountRec]
+	records decodeCache[record]
 }
 
 // New returns a Store, creating its tables (safe at every start, on every
@@ -290,10 +295,12 @@ func (s *Store) readMountWith(ctx context.Context, name string, opts ...raftstor
 	if err != nil {
 		return nil, nil, err
 	}
-	m := new(mountRec)
-	if err := jsonUnmarshal(raw, m); err != nil {
+	shared, err := s.mounts.decode(raw)
+	if err != nil {
 		return nil, nil, fmt.Errorf("%w: mount %q", kms.ErrCorrupt, name)
 	}
+	m := new(mountRec)
+	*m = *shared // callers may change theirs
 	if m.Deleting {
 		return m, raw, fmt.Errorf("%w: %q", ErrMountDeleting, name)
 	}

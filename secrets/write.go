@@ -152,6 +152,20 @@ func backoff(ctx context.Context, attempt int) error {
 // every write acknowledged before the call began, so the call as a whole
 // stays linearizable, for one read-index round instead of three.
 func (s *Store) readRecord(ctx context.Context, m *mountRec, path string) (*record, []byte, error) {
+	return s.readRecordWith(ctx, m, path, func(raw []byte) (*record, error) {
+		rec := new(record)
+		return rec, jsonUnmarshal(raw, rec)
+	})
+}
+
+// readRecordShared is readRecord for readers that do not change the
+// record: it may be shared with other calls, through the decode cache.
+func (s *Store) readRecordShared(ctx context.Context, m *mountRec, path string) (*record, error) {
+	rec, _, err := s.readRecordWith(ctx, m, path, s.records.decode)
+	return rec, err
+}
+
+func (s *Store) readRecordWith(ctx context.Context, m *mountRec, path string, decode func([]byte) (*record, error)) (*record, []byte, error) {
 	raw, err := s.st.Get(ctx, tableMeta, metaKey(m.ID, path), raftstore.Stale())
 	if errors.Is(err, raftstore.ErrNotFound) {
 		return nil, nil, nil
@@ -159,8 +173,8 @@ func (s *Store) readRecord(ctx context.Context, m *mountRec, path string) (*reco
 	if err != nil {
 		return nil, nil, err
 	}
-	rec := new(record)
-	if err := jsonUnmarshal(raw, rec); err != nil {
+	rec, err := decode(raw)
+	if err != nil {
 		return nil, nil, fmt.Errorf("secrets: metadata of %q does not decode: %w", path, err)
 	}
 	return rec, raw, nil
