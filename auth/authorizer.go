@@ -99,6 +99,10 @@ func (acl *acl) capabilities(path string) Capability {
 	return 0
 }
 
+// staleRead is the read option raftstore.Stale(), made once: a variadic
+// argument list of its own would be allocated by every call.
+var staleRead = []raftstore.ReadOption{raftstore.Stale()}
+
 // rootACL is the acl of every policy set that holds root.
 var rootACL = &acl{root: true}
 
@@ -165,19 +169,19 @@ func (a *Authorizer) acl(ctx context.Context, policies []string) (*acl, policyVe
 		key = append(key, n...)
 	}
 
-	v, found, err := a.s.get(ctx, tableMeta, policyVersionKey, raftstore.Stale())
+	v, found, err := a.s.get(ctx, tableMeta, policyVersionKey, staleRead...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("auth: read policy version: %w", err)
 	}
 	if found && v == nil {
 		v = []byte{}
 	}
-	version := string(v)
 	a.mu.Lock()
-	if !a.valid || a.version != version {
-		a.valid, a.version = true, version
+	if !a.valid || a.version != string(v) { // compared without a copy
+		a.valid, a.version = true, string(v)
 		clear(a.acls)
 	}
+	version := a.version
 	cached := a.acls[string(key)]
 	a.mu.Unlock()
 	if cached != nil {
@@ -205,7 +209,7 @@ func (a *Authorizer) acl(ctx context.Context, policies []string) (*acl, policyVe
 func (a *Authorizer) build(ctx context.Context, names []string) (*acl, error) {
 	merged := map[string]Rule{}
 	for _, name := range names {
-		p, err := a.s.loadPolicy(ctx, name, raftstore.Stale())
+		p, err := a.s.loadPolicy(ctx, name, staleRead...)
 		if err != nil {
 			return nil, err
 		}

@@ -29,7 +29,7 @@ func (s *Service) AuthorizeLocal(ctx context.Context, token, path string, c Capa
 	if err != nil {
 		return nil, nil, false
 	}
-	raw, found, err := s.get(ctx, tableTokens, hash, raftstore.Stale())
+	raw, found, err := s.get(ctx, tableTokens, hash, staleRead...)
 	if err != nil || !found {
 		return nil, nil, false
 	}

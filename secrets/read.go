@@ -61,12 +61,16 @@ func (s *Store) get(ctx context.Context, m *mountRec, path string, n int) (*Secr
 	}
 }
 
+// staleRead is the read option raftstore.Stale(), made once: a variadic
+// argument list of its own would be allocated by every call.
+var staleRead = []raftstore.ReadOption{raftstore.Stale()}
+
 // errDataGone: a version's metadata was read, its data is not there.
 var errDataGone = fmt.Errorf("%w: version data missing", kms.ErrCorrupt)
 
 // readData reads and decrypts version v's data.
 func (s *Store) readData(ctx context.Context, m *mountRec, path string, rec *record, v *versionRec) ([]byte, error) {
-	sealed, err := s.st.Get(ctx, tableData, dataKey(m.ID, rec.ID, v.Version), raftstore.Stale())
+	sealed, err := s.st.Get(ctx, tableData, dataKey(m.ID, rec.ID, v.Version), staleRead...)
 	if errors.Is(err, raftstore.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %q version %d", errDataGone, path, v.Version)
 	}
@@ -208,7 +212,7 @@ func (l *lister) run(ctx context.Context, st kms.Storage) (ListPage, error) {
 	scanned := 0
 	for {
 		ro := raftstore.ListOptions{Prefix: []byte(l.base), After: cursor, KeysOnly: l.o.Filter == nil, Limit: l.pageSize}
-		page, err := st.List(ctx, tableMeta, ro, raftstore.Stale())
+		page, err := st.List(ctx, tableMeta, ro, staleRead...)
 		if err != nil {
 			return ListPage{}, err
 		}

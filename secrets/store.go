@@ -276,7 +276,7 @@ func (s *Store) readMount(ctx context.Context, name string) (*mountRec, []byte, 
 // without cause gets no false "not found".
 func (s *Store) mountForCall(ctx context.Context, name string, retry bool) (*mountRec, []byte, error) {
 	if !retry && stateCurrent(ctx) {
-		m, raw, err := s.readMountWith(ctx, name, raftstore.Stale())
+		m, raw, err := s.readMountWith(ctx, name, staleRead...)
 		if !errors.Is(err, ErrMountNotFound) && !errors.Is(err, ErrMountDeleting) {
 			return m, raw, err
 		}

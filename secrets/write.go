@@ -107,7 +107,7 @@ func (s *Store) prepare(ctx context.Context, mount, path string, fn change, atte
 		err error
 	)
 	if guarded && attempt == 0 {
-		d.m, d.mraw, err = s.readMountWith(ctx, mount, raftstore.Stale())
+		d.m, d.mraw, err = s.readMountWith(ctx, mount, staleRead...)
 	} else {
 		d.m, d.mraw, err = s.mountForCall(ctx, mount, attempt > 0)
 	}
@@ -166,7 +166,7 @@ func (s *Store) readRecordShared(ctx context.Context, m *mountRec, path string) 
 }
 
 func (s *Store) readRecordWith(ctx context.Context, m *mountRec, path string, decode func([]byte) (*record, error)) (*record, []byte, error) {
-	raw, err := s.st.Get(ctx, tableMeta, metaKey(m.ID, path), raftstore.Stale())
+	raw, err := s.st.Get(ctx, tableMeta, metaKey(m.ID, path), staleRead...)
 	if errors.Is(err, raftstore.ErrNotFound) {
 		return nil, nil, nil
 	}
