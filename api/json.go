@@ -99,12 +99,23 @@ func sanitize(s string) string {
 	return s
 }
 
+// The header values of every JSON response, shared: net/http only reads
+// them, Header.Set replaces and Header.Add appends to a copy (capacity 1).
+var (
+	headerJSON    = []string{"application/json"}[:1:1]
+	headerNoStore = []string{"no-store"}[:1:1]
+)
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	h := w.Header()
+	h["Content-Type"], h["Cache-Control"] = headerJSON, headerNoStore // canonical keys; Set without its slices
 	w.WriteHeader(status)
 	if q, ok := v.(quickEncoder); ok {
 		if b, ok := q.appendJSON(nil); ok {
+			if bw, ok := w.(*bufferedWriter); ok {
+				bw.adopt(b)
+				return
+			}
 			_, _ = w.Write(b)
 			return
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/custos-pki/custos/audit"
 	"github.com/custos-pki/custos/auth"
+	"github.com/custos-pki/custos/internal/clientip"
 	"github.com/custos-pki/custos/internal/httpstatus"
 	"github.com/custos-pki/custos/raftstore"
 	"github.com/custos-pki/custos/secrets"
@@ -30,15 +32,19 @@ type ctxKey int
 const stateKey ctxKey = iota
 
 // reqContext is the context of a request: its state, allocated with it.
-// It answers for stateKey, and for secrets.StateCurrentKey once the
-// request's token was read linearizably (stateCurrent), so that neither
-// needs a context and a copy of the request of its own.
+// It answers for stateKey, for clientip's key once the shedder settled the
+// address, and for secrets.StateCurrentKey once the request's token was
+// read linearizably (stateCurrent), so that none of them needs a context
+// and a copy of the request of its own.
 type reqContext struct {
 	context.Context
 	st state
 }
 
-var secretsStateCurrent = secrets.StateCurrentKey()
+var (
+	secretsStateCurrent = secrets.StateCurrentKey()
+	clientIPKey         = clientip.ContextKey()
+)
 
 func (c *reqContext) Value(key any) any {
 	switch key {
@@ -47,6 +53,10 @@ func (c *reqContext) Value(key any) any {
 	case secretsStateCurrent:
 		if c.st.stateCurrent {
 			return true
+		}
+	case clientIPKey:
+		if c.st.clientIPSet {
+			return c.st.clientIP
 		}
 	}
 	return c.Context.Value(key)
@@ -60,13 +70,17 @@ type state struct {
 	// stateCurrent: the request's token was read linearizably after the
 	// request began (see secrets.WithStateCurrent).
 	stateCurrent bool
-	start        time.Time
-	errCode      string
-	internal     error
-	token        string      // the raw token; never logged
-	caller       *auth.Token // nil when unauthenticated
-	vault        bool        // came in through the Vault API
-	after        func()      // runs once the response is audited and sent
+	// clientIP is the client's address as the shedder settled it
+	// (clientip.NewContext), once clientIPSet.
+	clientIP    netip.Addr
+	clientIPSet bool
+	start       time.Time
+	errCode     string
+	internal    error
+	token       string      // the raw token; never logged
+	caller      *auth.Token // nil when unauthenticated
+	vault       bool        // came in through the Vault API
+	after       func()      // runs once the response is audited and sent
 	// auditResponse, when set, is the response body as the audit log
 	// records it, handed over by the code that encoded it so that the
 	// body need not be decoded again.
@@ -335,6 +349,19 @@ func (b *bufferedWriter) Write(p []byte) (int, error) {
 		b.status = http.StatusOK
 	}
 	return b.body.Write(p)
+}
+
+// adopt is Write(p) for a p the caller gives up: the first write takes it
+// as the body without a copy.
+func (b *bufferedWriter) adopt(p []byte) {
+	if b.body.Len() > 0 {
+		_, _ = b.Write(p)
+		return
+	}
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	b.body = *bytes.NewBuffer(p)
 }
 
 // serveAudited runs the handler between a request and a response entry in

@@ -2,7 +2,12 @@ package api
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"testing"
+
+	"github.com/custos-pki/custos/internal/clientip"
 
 	"github.com/custos-pki/custos/secrets"
 )
@@ -27,9 +32,14 @@ func TestReqContext(t *testing.T) {
 		t.Errorf("parent's value: %v, want 7", v)
 	}
 	c.st.stateCurrent = true
+	c.st.clientIP, c.st.clientIPSet = netip.MustParseAddr("192.0.2.7"), true
 	for _, ctx := range []context.Context{c, derived} {
 		if v, _ := ctx.Value(secrets.StateCurrentKey()).(bool); !v {
 			t.Error("state not current after the token was checked")
+		}
+		r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil) // RemoteAddr 192.0.2.1
+		if ip := clientip.Of(r); ip != c.st.clientIP {
+			t.Errorf("client address %v, want %v", ip, c.st.clientIP)
 		}
 	}
 }

@@ -108,7 +108,11 @@ func (sh *shedder) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ip := sh.clientIP(r)
 		r.Header.Del(clientip.Header)
-		r = r.WithContext(clientip.NewContext(r.Context(), ip))
+		if c, ok := r.Context().(*reqContext); ok { // begin's: no context of its own
+			c.st.clientIP, c.st.clientIPSet = ip.Unmap(), true
+		} else {
+			r = r.WithContext(clientip.NewContext(r.Context(), ip))
+		}
 		if overConn, _ := r.Context().Value(overConnKey{}).(bool); overConn {
 			w.Header().Set("Connection", "close")
 			sh.refuse(w, r, "connections", time.Second,

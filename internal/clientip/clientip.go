@@ -23,6 +23,11 @@ const Header = "X-Custos-Client-Ip"
 
 type ctxKey struct{}
 
+// ContextKey is the key NewContext sets, to the address unmapped: a
+// context type of the caller's own may answer it instead (the API's
+// per-request context does).
+func ContextKey() any { return ctxKey{} }
+
 // NewContext returns ctx carrying ip as the client's address.
 func NewContext(ctx context.Context, ip netip.Addr) context.Context {
 	return context.WithValue(ctx, ctxKey{}, ip.Unmap())
