@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/custos-pki/custos/audit"
 )
 
 // jsonObject decodes body as a JSON object for the audit log; anything else
@@ -108,7 +110,7 @@ func (r *quickReader) object() (map[string]any, bool) {
 		if !r.at('"') {
 			return nil, false
 		}
-		k, ok := r.str()
+		k, ok := r.key()
 		if !ok {
 			return nil, false
 		}
@@ -172,22 +174,61 @@ func (r *quickReader) array() ([]any, bool) {
 // characters and invalid UTF-8 (which encoding/json replaces) go the slow
 // way.
 func (r *quickReader) str() (string, bool) {
+	s, ok := r.strBytes()
+	if !ok {
+		return "", false
+	}
+	return string(s), true
+}
+
+// key is str for an object's key: the names the API's bodies use come
+// from knownKeys, without a copy.
+func (r *quickReader) key() (string, bool) {
+	s, ok := r.strBytes()
+	if !ok {
+		return "", false
+	}
+	if k, known := knownKeys[string(s)]; known { // a lookup without a copy
+		return k, true
+	}
+	return string(s), true
+}
+
+// knownKeys interns the object keys of the API's common request and
+// response bodies, and the audit log's plain fields.
+var knownKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range append([]string{
+		"data", "metadata", "version", "created_time", "deletion_time", "deleted", "destroyed",
+		"custom_metadata", "options", "cas", "plaintext", "ciphertext", "key_version",
+		"associated_data", "batch_input", "batch_results", "input", "signature", "hmac", "valid",
+		"error", "code", "message", "request_id", "lease_id", "lease_duration", "wrap_info",
+		"warnings", "auth", "client_token", "keys", "current_version", "oldest_version",
+		"updated_time", "versions", "max_versions", "cas_required", "delete_version_after",
+	}, audit.DefaultAllowKeys()...) {
+		m[k] = k
+	}
+	return m
+}()
+
+// strBytes reads a string as str does, and returns its bytes in the input.
+func (r *quickReader) strBytes() ([]byte, bool) {
 	start := r.i + 1
 	n := bytes.IndexByte(r.b[start:], '"')
 	if n < 0 {
-		return "", false
+		return nil, false
 	}
 	s := r.b[start : start+n]
 	if bytes.IndexByte(s, '\\') >= 0 || !utf8.Valid(s) {
-		return "", false
+		return nil, false
 	}
 	for _, c := range s {
 		if c < 0x20 {
-			return "", false
+			return nil, false
 		}
 	}
 	r.i = start + n + 1
-	return string(s), true
+	return s, true
 }
 
 func (r *quickReader) literal(word string) bool {
