@@ -123,12 +123,18 @@ func (b *Barrier) mac(table string, key, plaintext []byte) ([]byte, error) {
 // open decrypts a stored value, reloading the keyring once if the value is
 // under a term this node does not know yet.
 func (b *Barrier) open(ctx context.Context, table string, key, stored []byte) ([]byte, error) {
-	pt, err := b.openOnce(table, key, stored)
+	return b.openIn(ctx, table, key, stored, false)
+}
+
+// openIn is open; with inPlace, stored is the caller's to overwrite, and
+// the plaintext is decrypted into it rather than into a new buffer.
+func (b *Barrier) openIn(ctx context.Context, table string, key, stored []byte, inPlace bool) ([]byte, error) {
+	pt, err := b.openOnce(table, key, stored, inPlace)
 	if errors.Is(err, errUnknownTerm) {
 		if err := b.reloadForTerm(ctx, binary.BigEndian.Uint32(stored[macSize:])); err != nil {
 			return nil, err
 		}
-		pt, err = b.openOnce(table, key, stored)
+		pt, err = b.openOnce(table, key, stored, inPlace)
 	}
 	if errors.Is(err, errUnknownTerm) {
 		return nil, fmt.Errorf("%w: %s: unknown keyring term", ErrCorrupt, table)
@@ -136,7 +142,7 @@ func (b *Barrier) open(ctx context.Context, table string, key, stored []byte) ([
 	return pt, err
 }
 
-func (b *Barrier) openOnce(table string, key, stored []byte) ([]byte, error) {
+func (b *Barrier) openOnce(table string, key, stored []byte, inPlace bool) ([]byte, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if b.sealed {
@@ -152,14 +158,18 @@ func (b *Barrier) openOnce(table string, key, stored []byte) ([]byte, error) {
 	ad := getAD()
 	defer putAD(ad)
 	*ad = barrierAD((*ad)[:0], table, key, stored[:macSize])
-	pt, err := t.aead.Open(nil, stored[macSize+termSize:barrierPrefix], stored[barrierPrefix:], *ad)
+	var dst []byte
+	if inPlace { // the ciphertext's own buffer; GCM allows this overlap
+		dst = stored[barrierPrefix:barrierPrefix]
+	}
+	pt, err := t.aead.Open(dst, stored[macSize+termSize:barrierPrefix], stored[barrierPrefix:], *ad)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrCorrupt, table)
 	}
 	if pt == nil {
 		pt = []byte{}
 	}
-	return pt, nil
+	return pt[:len(pt):len(pt)], nil // an append does not run over the tag
 }
 
 func checkTable(table string) error {
@@ -195,7 +205,7 @@ func (b *Barrier) get(ctx context.Context, table string, key []byte, opts ...raf
 	if err != nil {
 		return nil, err
 	}
-	return b.open(ctx, table, key, v)
+	return b.openIn(ctx, table, key, v, true) // v is ours (NewBarrier)
 }
 
 // Put encrypts value and writes it at key.

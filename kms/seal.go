@@ -121,7 +121,8 @@ type Barrier struct {
 }
 
 // NewBarrier returns a sealed barrier over store. clock may be nil (wall
-// clock).
+// clock). A value store.Get returns must be the caller's to change, as
+// raftstore's are: the barrier decrypts it in place.
 func NewBarrier(store Storage, clock Clock) (*Barrier, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: NewBarrier: nil store", ErrInvalid)
