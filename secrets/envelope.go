@@ -62,7 +62,8 @@ func (s *Store) seal(ctx context.Context, m *mountRec, path string, rec *record,
 	return dk.Ciphertext, aead.Seal(out, out, data, valueAD(m.ID, rec.ID, v)), nil
 }
 
-// open decrypts version v's sealed value.
+// open decrypts version v's sealed value, read for this call alone: into
+// its own buffer.
 func (s *Store) open(ctx context.Context, m *mountRec, path string, rec *record, v *versionRec, sealed []byte) ([]byte, error) {
 	dk, err := s.keys.Decrypt(ctx, m.Key, v.Key, kms.CryptOptions{AD: keyAD(m.ID, path, rec.ID, v.Version)})
 	if errors.Is(err, kms.ErrDecrypt) || errors.Is(err, kms.ErrMalformed) {
@@ -79,11 +80,12 @@ func (s *Store) open(ctx context.Context, m *mountRec, path string, rec *record,
 	if len(sealed) < nonceSize+aead.Overhead() {
 		return nil, fmt.Errorf("%w: %q version %d: value too short", kms.ErrCorrupt, path, v.Version)
 	}
-	pt, err := aead.Open(nil, sealed[:nonceSize], sealed[nonceSize:], valueAD(m.ID, rec.ID, v.Version))
+	// sealed was read for this call alone: it is decrypted in place.
+	pt, err := aead.Open(sealed[nonceSize:nonceSize], sealed[:nonceSize], sealed[nonceSize:], valueAD(m.ID, rec.ID, v.Version))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q version %d: value does not open", kms.ErrCorrupt, path, v.Version)
 	}
-	return pt, nil
+	return pt[:len(pt):len(pt)], nil
 }
 
 // rewrap moves version v's data key from path from to path to.
