@@ -81,12 +81,14 @@ func decodeError(err error) *Error {
 // auditedBody is a request body that the audit middleware has read:
 // decode takes its bytes as they are rather than reading them again.
 type auditedBody struct {
-	*bytes.Reader
-	b []byte
+	bytes.Reader // one allocation with the body
+	b            []byte
 }
 
 func newAuditedBody(b []byte) *auditedBody {
-	return &auditedBody{Reader: bytes.NewReader(b), b: b}
+	ab := &auditedBody{b: b}
+	ab.Reset(b)
+	return ab
 }
 
 func (*auditedBody) Close() error { return nil }

@@ -321,12 +321,18 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rt route, svc *S
 
 func (s *Server) entry(r *http.Request, rt route, typ string) *audit.Entry {
 	st := reqState(r.Context())
-	e := &audit.Entry{
+	ea := new(struct { // the entry and its caller in one allocation
+		e audit.Entry
+		a audit.Auth
+	})
+	e := &ea.e
+	*e = audit.Entry{
 		Type: typ, RequestID: st.id, RemoteAddr: r.RemoteAddr,
 		Method: r.Method, Path: r.URL.Path, Operation: rt.op,
 	}
 	if st.caller != nil {
-		e.Auth = &audit.Auth{Accessor: st.caller.Accessor, DisplayName: st.caller.DisplayName, Policies: st.caller.Policies, Meta: st.caller.Meta}
+		ea.a = audit.Auth{Accessor: st.caller.Accessor, DisplayName: st.caller.DisplayName, Policies: st.caller.Policies, Meta: st.caller.Meta}
+		e.Auth = &ea.a
 	}
 	return e
 }

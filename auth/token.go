@@ -119,7 +119,9 @@ func tokenHash(tok string) ([]byte, error) {
 	if n, err := base64.RawURLEncoding.Decode(b[:], []byte(tok[len(TokenPrefix):])); err != nil || n != tokenBytes {
 		return nil, fmt.Errorf("%w: malformed token", ErrPermissionDenied)
 	}
-	h := sha256.Sum256([]byte(tok))
+	var t [tokenLen]byte // []byte(tok) would be allocated: over 32 bytes
+	copy(t[:], tok)
+	h := sha256.Sum256(t[:])
 	return h[:], nil
 }
 
