@@ -32,28 +32,20 @@ type ctxKey int
 const stateKey ctxKey = iota
 
 // reqContext is the context of a request: its state, allocated with it.
-// It answers for stateKey, for clientip's key once the shedder settled the
-// address, and for secrets.StateCurrentKey once the request's token was
-// read linearizably (stateCurrent), so that none of them needs a context
-// and a copy of the request of its own.
+// It answers for stateKey and, once the shedder settled the address, for
+// clientip's key, so that neither needs a context and a copy of the
+// request of its own.
 type reqContext struct {
 	context.Context
 	st state
 }
 
-var (
-	secretsStateCurrent = secrets.StateCurrentKey()
-	clientIPKey         = clientip.ContextKey()
-)
+var clientIPKey = clientip.ContextKey()
 
 func (c *reqContext) Value(key any) any {
 	switch key {
 	case any(stateKey):
 		return &c.st
-	case secretsStateCurrent:
-		if c.st.stateCurrent {
-			return true
-		}
 	case clientIPKey:
 		if c.st.clientIPSet {
 			return c.st.clientIP
@@ -67,9 +59,6 @@ type state struct {
 	id       string
 	idHeader [1]string // the X-Request-Id header's value slice: id
 	rec      httpstatus.Recorder
-	// stateCurrent: the request's token was read linearizably after the
-	// request began (see secrets.WithStateCurrent).
-	stateCurrent bool
 	// clientIP is the client's address as the shedder settled it
 	// (clientip.NewContext), once clientIPSet.
 	clientIP    netip.Addr
@@ -223,10 +212,6 @@ func (s *Server) wrap(rt route) http.Handler {
 			return
 		}
 		st.token, st.caller = tok, t
-		// Authenticate read the token linearizably after the request
-		// began: this node's state is current for the request's reads
-		// (secrets.WithStateCurrent, through the request's context).
-		st.stateCurrent = true
 		if rt.anyToken {
 			s.serveAudited(w, r, rt, svc)
 			return

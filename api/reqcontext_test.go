@@ -8,13 +8,10 @@ import (
 	"testing"
 
 	"github.com/custos-pki/custos/internal/clientip"
-
-	"github.com/custos-pki/custos/secrets"
 )
 
-// The request's context carries its state, and says the state is current
-// for the secret store (secrets.WithStateCurrent) only once the middleware
-// set it, also through the contexts derived from it.
+// The request's context carries its state, and the client address once the
+// middleware settled it, also through the contexts derived from it.
 func TestReqContext(t *testing.T) {
 	type other struct{}
 	c := &reqContext{Context: context.WithValue(context.Background(), other{}, 7)}
@@ -24,19 +21,15 @@ func TestReqContext(t *testing.T) {
 		if reqState(ctx) != &c.st {
 			t.Fatal("reqState does not find the request's state")
 		}
-		if v := ctx.Value(secrets.StateCurrentKey()); v != nil {
-			t.Fatalf("state current before the token was checked: %v", v)
+		if v := ctx.Value(clientip.ContextKey()); v != nil {
+			t.Fatalf("client address before it was settled: %v", v)
 		}
 	}
 	if v := c.Value(other{}); v != 7 {
 		t.Errorf("parent's value: %v, want 7", v)
 	}
-	c.st.stateCurrent = true
 	c.st.clientIP, c.st.clientIPSet = netip.MustParseAddr("192.0.2.7"), true
 	for _, ctx := range []context.Context{c, derived} {
-		if v, _ := ctx.Value(secrets.StateCurrentKey()).(bool); !v {
-			t.Error("state not current after the token was checked")
-		}
 		r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil) // RemoteAddr 192.0.2.1
 		if ip := clientip.Of(r); ip != c.st.clientIP {
 			t.Errorf("client address %v, want %v", ip, c.st.clientIP)

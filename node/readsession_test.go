@@ -9,7 +9,8 @@ import (
 )
 
 // A request through a follower takes one read index for all its
-// linearizable reads (a listing: the token, then the list): its first read
+// linearizable reads (a listing: the token, then the list; a KV read: the
+// token, then the mount and the secret): its first read
 // asks the leader, the others read the state that read caught up to. It
 // still sees a write acknowledged through another node before it began.
 func TestRequestThroughAFollowerTakesOneReadIndex(t *testing.T) {
@@ -18,7 +19,8 @@ func TestRequestThroughAFollowerTakesOneReadIndex(t *testing.T) {
 	root := newClient(t, tc.nodes[leader], tc.caFile)
 	root.token = tc.root
 	root.must("PUT", "/v1/sys/policies/app", api.PolicyRequest{Policy: api.RawPolicy(
-		`{"path": {"kms/keys": {"capabilities": ["list"]}}}`)}, nil)
+		`{"path": {"kms/keys": {"capabilities": ["list"]}, "secret/kv/data/*": {"capabilities": ["read"]}}}`)}, nil)
+	root.must("POST", "/v1/sys/mounts/kv", api.SecretMountRequest{}, nil)
 	var tr api.TokenResponse
 	root.must("POST", "/v1/auth/token/create", api.TokenCreateRequest{Policies: []string{"app"}, TTL: "1h"}, &tr)
 
@@ -41,6 +43,16 @@ func TestRequestThroughAFollowerTakesOneReadIndex(t *testing.T) {
 			c.must("GET", "/v1/kms/keys", nil, &out)
 			if !slices.Contains(out.Keys, name) {
 				t.Fatalf("listing through the follower: %v; want %s in it", out.Keys, name)
+			}
+		}},
+		{"kv-get", func(i int) {
+			root.must("PUT", fmt.Sprintf("/v1/secret/kv/data/s%d", i), api.SecretWriteRequest{Data: fmt.Appendf(nil, `{"v":%d}`, i)}, nil)
+			var out struct {
+				Data map[string]int `json:"data"`
+			}
+			c.must("GET", fmt.Sprintf("/v1/secret/kv/data/s%d", i), nil, &out)
+			if v, ok := out.Data["v"]; !ok || v != i {
+				t.Fatalf("read through the follower: %+v; want v=%d", out, i)
 			}
 		}},
 	} {

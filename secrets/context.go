@@ -6,29 +6,6 @@ import (
 	"github.com/custos-pki/custos/raftstore"
 )
 
-type stateCurrentKey struct{}
-
-// WithStateCurrent marks ctx as that of a call whose caller has already
-// made a linearizable read on this node since the call began (the API
-// does, when it checks the request's token). This node's state then holds
-// every write acknowledged before the call began, so the store reads the
-// mount from it instead of making a linearizable read of its own: one
-// read-index round per request instead of two, with the same guarantee.
-func WithStateCurrent(ctx context.Context) context.Context {
-	return context.WithValue(ctx, stateCurrentKey{}, true)
-}
-
-// StateCurrentKey is the key WithStateCurrent sets to true. A context
-// type of the caller's own may answer Value(StateCurrentKey()) with true
-// instead, to mark a request's calls as WithStateCurrent does without a
-// context of its own (the API does, from its per-request context).
-func StateCurrentKey() any { return stateCurrentKey{} }
-
-func stateCurrent(ctx context.Context) bool {
-	v, _ := ctx.Value(stateCurrentKey{}).(bool)
-	return v
-}
-
 // Guard is a decision that allowed a write, made from this node's own
 // state without confirming that the state is current (the API's
 // authorisation of a request, decided from local reads). The write proves

@@ -30,21 +30,11 @@ func (c *countingStorage) List(ctx context.Context, table string, o raftstore.Li
 	return c.Storage.List(ctx, table, o, opts...)
 }
 
-// answersCurrent is a caller's context type that marks its calls as
-// WithStateCurrent does, by answering StateCurrentKey.
-type answersCurrent struct{ context.Context }
-
-func (c answersCurrent) Value(k any) any {
-	if k == StateCurrentKey() {
-		return true
-	}
-	return c.Context.Value(k)
-}
-
-// A call makes one linearizable read, and none when its caller says it made
-// one (WithStateCurrent); a mount this node does not know is still looked
-// up linearizably before it is reported missing.
-func TestStateCurrentReadsCount(t *testing.T) {
+// Within a read session (an API request's), a call's mount read shares the
+// read index an earlier read of the session took; a write ends the sharing,
+// so the next read takes a fresh one; a mount this node does not know is
+// reported after a read of current state.
+func TestReadSessionReadsCount(t *testing.T) {
 	e := newEnv(t)
 	e.mount(t, "kv", MountOptions{})
 	e.put(t, "kv", "a", `{"k":"v"}`)
@@ -55,26 +45,24 @@ func TestStateCurrentReadsCount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cur := WithStateCurrent(bg)
+	sess := raftstore.WithReadSession(bg)
+	get := func(ctx context.Context) error { _, err := s.Get(ctx, "kv", "a", 0); return err }
 	for _, tc := range []struct {
 		name string
 		ctx  context.Context
 		call func(ctx context.Context) error
-		want int
+		want int // read indexes taken
 	}{
-		{"get", bg, func(ctx context.Context) error { _, err := s.Get(ctx, "kv", "a", 0); return err }, 1},
-		{"get, state current", cur, func(ctx context.Context) error { _, err := s.Get(ctx, "kv", "a", 0); return err }, 0},
-		{"get, a context answering StateCurrentKey", answersCurrent{bg}, func(ctx context.Context) error { _, err := s.Get(ctx, "kv", "a", 0); return err }, 0},
-		{"put", bg, func(ctx context.Context) error {
-			_, err := s.Put(ctx, "kv", "a", []byte(`{"k":"w"}`), WriteOptions{})
-			return err
-		}, 1},
-		{"put, state current", cur, func(ctx context.Context) error {
+		{"get", bg, get, 1},
+		{"get, first of a session", sess, get, 1},
+		{"get, later in the session", sess, get, 0},
+		{"metadata, later in the session", sess, func(ctx context.Context) error { _, err := s.ReadMetadata(ctx, "kv", "a"); return err }, 0},
+		{"put, later in the session", sess, func(ctx context.Context) error {
 			_, err := s.Put(ctx, "kv", "a", []byte(`{"k":"x"}`), WriteOptions{})
 			return err
 		}, 0},
-		{"metadata, state current", cur, func(ctx context.Context) error { _, err := s.ReadMetadata(ctx, "kv", "a"); return err }, 0},
-		{"unknown mount, state current", cur, func(ctx context.Context) error {
+		{"get, after the session's put", sess, get, 1},
+		{"unknown mount, fresh session", raftstore.WithReadSession(bg), func(ctx context.Context) error {
 			if _, err := s.Get(ctx, "nope", "a", 0); !errors.Is(err, ErrMountNotFound) {
 				t.Errorf("unknown mount: %v", err)
 			}
@@ -82,11 +70,12 @@ func TestStateCurrentReadsCount(t *testing.T) {
 		}, 1},
 	} {
 		cs.linear = 0
+		shared := e.raw.ReadCounts().SessionReads
 		if err := tc.call(tc.ctx); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		if cs.linear != tc.want {
-			t.Errorf("%s: %d linearizable reads, want %d", tc.name, cs.linear, tc.want)
+		if got := cs.linear - int(e.raw.ReadCounts().SessionReads-shared); got != tc.want {
+			t.Errorf("%s: %d read indexes taken (%d linearizable reads), want %d", tc.name, got, cs.linear, tc.want)
 		}
 	}
 }

@@ -133,16 +133,15 @@ func TestCASRaceThreeNodes(t *testing.T) {
 	noLostWrites(t, bg, stores, 6, 8)
 }
 
-// With WithStateCurrent the first try of a write reads the mount from the
-// node's own state, which may lag on a follower: the compare-and-swap must
-// still give each version to exactly one writer, and a writer that lost
-// must see the winner's write when it tries again.
-func TestCASRaceThreeNodesStateCurrent(t *testing.T) {
+// In a read session a write's reads share a read index taken before: the
+// compare-and-swap must still give each version to exactly one writer, and
+// a writer that lost must see the winner's write when it tries again.
+func TestCASRaceThreeNodesReadSession(t *testing.T) {
 	if testing.Short() {
 		t.Skip("3-node cluster")
 	}
 	stores := newCluster(t, 3)
-	ctx := WithStateCurrent(bg)
+	ctx := raftstore.WithReadSession(bg)
 	casRace(t, ctx, stores, 12, 6)
 	noLostWrites(t, ctx, stores, 6, 8)
 }

@@ -29,7 +29,7 @@ func (s *Store) Get(ctx context.Context, mount, path string, n int) (*Secret, er
 	if err := CheckPath(path); err != nil {
 		return nil, err
 	}
-	m, _, err := s.mountForCall(ctx, mount, false)
+	m, _, err := s.readMount(ctx, mount)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +93,7 @@ func (s *Store) GetMany(ctx context.Context, mount string, paths []string) ([]Re
 	if len(paths) == 0 || len(paths) > MaxReadMany {
 		return nil, fmt.Errorf("%w: give 1 to %d paths", ErrInvalid, MaxReadMany)
 	}
-	m, _, err := s.mountForCall(ctx, mount, false)
+	m, _, err := s.readMount(ctx, mount)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +120,7 @@ func (s *Store) ReadMetadata(ctx context.Context, mount, path string) (*Metadata
 	if err := CheckPath(path); err != nil {
 		return nil, err
 	}
-	m, _, err := s.mountForCall(ctx, mount, false)
+	m, _, err := s.readMount(ctx, mount)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +173,7 @@ func (s *Store) List(ctx context.Context, mount, folder string, o ListOptions) (
 	if o.Limit == 0 {
 		o.Limit = DefaultListLimit
 	}
-	m, _, err := s.mountForCall(ctx, mount, false)
+	m, _, err := s.readMount(ctx, mount)
 	if err != nil {
 		return ListPage{}, err
 	}

@@ -260,27 +260,12 @@ func (s *Store) CreateMount(ctx context.Context, name string, o MountOptions) (M
 }
 
 // readMount returns a mount's record, with ErrMountDeleting (and the
-// record) while it is being deleted. It is a linearizable read.
+// record) while it is being deleted. It is a linearizable read: within an
+// API request's read session (raftstore.WithReadSession) it shares the
+// read index the request's token check took, and after a write of the
+// request (a retry after a lost compare-and-swap) it takes a fresh one, so
+// the retry sees the write it lost to.
 func (s *Store) readMount(ctx context.Context, name string) (*mountRec, []byte, error) {
-	return s.readMountWith(ctx, name)
-}
-
-// mountForCall is readMount for the calls that read or change secrets: it
-// is the call's one linearizable read, or a read of this node's state when
-// ctx says the caller already made one (WithStateCurrent). retry is set
-// when the call tries again after losing a compare-and-swap: that read is
-// always linearizable, so the retry sees the write it lost to.
-//
-// A mount missing or being deleted in this node's state is read again
-// linearizably before that is reported, so that a caller who marked ctx
-// without cause gets no false "not found".
-func (s *Store) mountForCall(ctx context.Context, name string, retry bool) (*mountRec, []byte, error) {
-	if !retry && stateCurrent(ctx) {
-		m, raw, err := s.readMountWith(ctx, name, staleRead...)
-		if !errors.Is(err, ErrMountNotFound) && !errors.Is(err, ErrMountDeleting) {
-			return m, raw, err
-		}
-	}
 	return s.readMountWith(ctx, name)
 }
 

@@ -99,8 +99,8 @@ type draft struct {
 }
 
 // prepare reads the mount and the secret and applies fn. The mount is read
-// from this node's state on a guarded first try, else as mountForCall
-// does.
+// from this node's state on a guarded first try, else linearizably
+// (readMount).
 func (s *Store) prepare(ctx context.Context, mount, path string, fn change, attempt int, guarded bool) (draft, error) {
 	var (
 		d   draft
@@ -109,7 +109,7 @@ func (s *Store) prepare(ctx context.Context, mount, path string, fn change, atte
 	if guarded && attempt == 0 {
 		d.m, d.mraw, err = s.readMountWith(ctx, mount, staleRead...)
 	} else {
-		d.m, d.mraw, err = s.mountForCall(ctx, mount, attempt > 0)
+		d.m, d.mraw, err = s.readMount(ctx, mount)
 	}
 	if err != nil {
 		return d, err
@@ -377,7 +377,7 @@ func (s *Store) Move(ctx context.Context, mount, from, to string) error {
 	}
 	defer s.lock(mount, from, to)()
 	for attempt := 0; ; attempt++ {
-		done, err := s.moveOnce(ctx, mount, from, to, attempt > 0)
+		done, err := s.moveOnce(ctx, mount, from, to)
 		if err != nil || done {
 			return err
 		}
@@ -387,8 +387,8 @@ func (s *Store) Move(ctx context.Context, mount, from, to string) error {
 	}
 }
 
-func (s *Store) moveOnce(ctx context.Context, mount, from, to string, retry bool) (bool, error) {
-	m, _, err := s.mountForCall(ctx, mount, retry)
+func (s *Store) moveOnce(ctx context.Context, mount, from, to string) (bool, error) {
+	m, _, err := s.readMount(ctx, mount)
 	if err != nil {
 		return false, err
 	}
