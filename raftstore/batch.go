@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Group commit. Raft already stores a burst of entries with one fsync, but
@@ -151,15 +150,18 @@ func applyErr(err error) error {
 }
 
 // applyBatchEntry applies every command of a batch entry in order.
-func applyBatchEntry(tx *bolt.Tx, l *raft.Log) []applyResult {
-	d := &decoder{b: l.Data[1:]}
+func (a *applier) applyBatchEntry(l *raft.Log) []applyResult {
+	d := decoder{b: l.Data[1:]}
 	n := d.uvarint("batch size")
 	if d.err == nil && (n == 0 || n > maxBatchCommands) {
 		d.fail("batch size")
 	}
 	var subs [][]byte
+	if d.err == nil {
+		subs = make([][]byte, 0, n)
+	}
 	for i := uint64(0); d.err == nil && i < n; i++ {
-		subs = append(subs, d.bytes("batched command", maxFrame))
+		subs = append(subs, d.view("batched command", maxFrame))
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes")
@@ -169,7 +171,7 @@ func applyBatchEntry(tx *bolt.Tx, l *raft.Log) []applyResult {
 	}
 	out := make([]applyResult, len(subs))
 	for i, sub := range subs {
-		out[i] = applyCommand(tx, l.Index, sub)
+		out[i] = a.applyCommand(l.Index, sub)
 	}
 	return out
 }

@@ -3,7 +3,6 @@ package raftstore
 import (
 	"encoding/binary"
 	"fmt"
-	"regexp"
 )
 
 // command is the replicated envelope. Every log entry of type LogCommand is
@@ -51,10 +50,23 @@ const (
 
 const maxRequestID = 64
 
-var tableNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
-
-// validTable reports whether name may name a user table.
-func validTable(name string) bool { return tableNameRE.MatchString(name) }
+// validTable reports whether name may name a user table: 1 to MaxTableName
+// characters of [a-z0-9_.-], the first a letter or digit. Every node checks
+// every table of every command it applies, so this is a loop, not a regexp.
+func validTable(name string) bool {
+	if len(name) == 0 || len(name) > MaxTableName {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case i > 0 && (c == '_' || c == '.' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // validate checks a command against the store's limits. It runs before a
 // command is proposed and again when a forwarded command is received.
@@ -231,23 +243,59 @@ func (d *decoder) bytes(what string, limit int) []byte {
 	return v
 }
 
-// decodeCommand parses and validates the wire form of a command.
-func decodeCommand(b []byte) (*command, error) {
-	d := &decoder{b: b}
-	if v := d.byte1("version"); d.err == nil && v != commandVersion {
-		return nil, fmt.Errorf("%w: unsupported version %d", ErrMalformed, v)
+// view is bytes without the copy: the field as a slice of the input, with
+// its capacity cut to its length so that an append cannot reach the next.
+func (d *decoder) view(what string, limit int) []byte {
+	n := d.uvarint(what)
+	if d.err != nil {
+		return nil
 	}
-	c := &command{Type: cmdType(d.byte1("type"))}
-	c.RequestID = d.bytes("request id", maxRequestID)
+	if n > uint64(limit) || n > uint64(len(d.b)) {
+		d.fail(what)
+		return nil
+	}
+	if n == 0 {
+		return []byte{}
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+// decodeCommand parses and validates the wire form of a command. The
+// command's byte fields are slices of b: b must not change while the
+// command is in use.
+func decodeCommand(b []byte) (*command, error) {
+	c := new(command)
+	if err := c.decode(b); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decode is decodeCommand into c, reusing the capacity of c.Ops; the
+// state machine decodes every command of a batch into one command.
+func (c *command) decode(b []byte) error {
+	d := decoder{b: b}
+	if v := d.byte1("version"); d.err == nil && v != commandVersion {
+		return fmt.Errorf("%w: unsupported version %d", ErrMalformed, v)
+	}
+	c.Type = cmdType(d.byte1("type"))
+	c.RequestID = d.view("request id", maxRequestID)
 	c.Time = d.varint("time")
 	nops := d.uvarint("op count")
 	if d.err == nil && (nops > MaxTxnOps || nops > uint64(len(d.b))/4) {
 		d.fail("op count")
 	}
 	if d.err != nil {
-		return nil, d.err
+		return d.err
 	}
-	c.Ops = make([]Op, nops)
+	if uint64(cap(c.Ops)) >= nops {
+		c.Ops = c.Ops[:nops]
+		clear(c.Ops)
+	} else {
+		c.Ops = make([]Op, nops)
+	}
 	for i := range c.Ops {
 		op := &c.Ops[i]
 		op.Kind = OpKind(d.byte1("op kind"))
@@ -255,13 +303,13 @@ func decodeCommand(b []byte) (*command, error) {
 		if flags&^(flagValue|flagOld|flagPrefix|flagDelete) != 0 {
 			d.fail("op flags")
 		}
-		op.Table = string(d.bytes("table", MaxTableName))
-		op.Key = d.bytes("key", MaxKeySize)
+		op.Table = d.table(c.Ops[:i])
+		op.Key = d.view("key", MaxKeySize)
 		if flags&flagValue != 0 {
-			op.Value = d.bytes("value", MaxValueSize)
+			op.Value = d.view("value", MaxValueSize)
 		}
 		if flags&flagOld != 0 {
-			op.Old = d.bytes("old value", MaxValueSize)
+			op.Old = d.view("old value", MaxValueSize)
 		}
 		op.Prefix = flags&flagPrefix != 0
 		op.Delete = flags&flagDelete != 0
@@ -270,10 +318,20 @@ func decodeCommand(b []byte) (*command, error) {
 		d.fail("trailing bytes")
 	}
 	if d.err != nil {
-		return nil, d.err
+		return d.err
 	}
-	if err := c.validate(); err != nil {
-		return nil, err
+	return c.validate()
+}
+
+// table reads a table name, sharing the string of an earlier operation of
+// the same command that names the same table: the operations of a
+// transaction mostly name a few tables.
+func (d *decoder) table(earlier []Op) string {
+	b := d.view("table", MaxTableName)
+	for i := len(earlier) - 1; i >= 0; i-- {
+		if earlier[i].Table == string(b) {
+			return earlier[i].Table
+		}
 	}
-	return c, nil
+	return string(b)
 }

@@ -244,6 +244,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	defer f.mu.RUnlock()
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		f.fillOrdered(tx)
+		a := newApplier(tx)
 		for i, l := range logs {
 			if l.Index <= applied {
 				f.skipped.Add(1)
@@ -251,9 +252,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 			}
 			if l.Type == raft.LogCommand {
 				if len(l.Data) > 0 && l.Data[0] == batchVersion {
-					resp[i] = applyBatchEntry(tx, l)
+					resp[i] = a.applyBatchEntry(l)
 				} else {
-					resp[i] = applyCommand(tx, l.Index, l.Data)
+					resp[i] = a.applyCommand(l.Index, l.Data)
 				}
 			}
 			last = l.Index
@@ -274,142 +275,6 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.setApplied(last)
 	}
 	return resp
-}
-
-func applyCommand(tx *bolt.Tx, index uint64, data []byte) applyResult {
-	c, err := decodeCommand(data)
-	if err != nil {
-		return applyResult{Err: err, Res: TxnResult{FailedOp: -1, Index: index}}
-	}
-	if len(c.RequestID) > 0 {
-		if prev := tx.Bucket(bucketReq).Get(c.RequestID); prev != nil {
-			if r, err := decodeResult(prev); err == nil {
-				return r
-			}
-		}
-	}
-	var r applyResult
-	switch c.Type {
-	case cmdCreateTable:
-		_, err := tx.CreateBucketIfNotExists(tableBucket(c.Ops[0].Table))
-		r = applyResult{Err: err, Res: TxnResult{Succeeded: err == nil, FailedOp: -1}}
-	case cmdTxn:
-		r = applyTxn(tx, c.Ops)
-	case cmdNoop:
-		r = applyResult{Res: TxnResult{Succeeded: true, FailedOp: -1}}
-	case cmdClusterID:
-		meta := tx.Bucket(bucketMeta)
-		var err error
-		if meta.Get(clusterIDKey) == nil {
-			err = meta.Put(clusterIDKey, c.Ops[0].Value)
-		}
-		r = applyResult{Err: err, Res: TxnResult{Succeeded: err == nil, FailedOp: -1}}
-	}
-	r.Res.Index = index
-	if len(c.RequestID) > 0 {
-		if err := remember(tx, index, c.RequestID, r); err != nil {
-			r.Err = err
-		}
-	}
-	return r
-}
-
-// remember records the result of a request so that a retry of it is
-// answered without applying it again, and forgets requests older than the
-// dedup window. Both depend only on log indexes, so every node agrees.
-func remember(tx *bolt.Tx, index uint64, id []byte, r applyResult) error {
-	if err := tx.Bucket(bucketReq).Put(id, encodeResult(r)); err != nil {
-		return err
-	}
-	idx := tx.Bucket(bucketReqIdx)
-	k := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(id)), index)
-	if err := idx.Put(append(k, id...), nil); err != nil {
-		return err
-	}
-	if index <= dedupWindow {
-		return nil
-	}
-	cutoff := index - dedupWindow
-	c := idx.Cursor()
-	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k[:8]) < cutoff; k, _ = c.First() {
-		if err := tx.Bucket(bucketReq).Delete(k[8:]); err != nil {
-			return err
-		}
-		if err := c.Delete(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// applyTxn evaluates every condition first, against the state as modified by
-// the earlier operations of the same transaction, and writes only if all hold.
-func applyTxn(tx *bolt.Tx, ops []Op) applyResult {
-	res := TxnResult{FailedOp: -1, Values: make([][]byte, len(ops))}
-	buckets := make([]*bolt.Bucket, len(ops))
-	type pending struct {
-		v   []byte
-		del bool
-	}
-	overlay := map[string]pending{}
-	current := func(i int) ([]byte, bool) {
-		if p, ok := overlay[ops[i].Table+"\x00"+string(ops[i].Key)]; ok {
-			return p.v, !p.del
-		}
-		v := buckets[i].Get(ops[i].Key)
-		return v, v != nil
-	}
-	for i := range ops {
-		op := &ops[i]
-		if buckets[i] = tx.Bucket(tableBucket(op.Table)); buckets[i] == nil {
-			return applyResult{Err: fmt.Errorf("%w: %q", ErrUnknownTable, op.Table), Res: TxnResult{FailedOp: i}}
-		}
-		ok := true
-		switch op.Kind {
-		case OpGet:
-			v, found := current(i)
-			res.Values[i] = bytes.Clone(v)
-			ok = found
-		case OpCAS, OpCompare:
-			v, found := current(i)
-			switch {
-			case op.Old == nil:
-				ok = !found
-			case op.Prefix:
-				ok = found && bytes.HasPrefix(v, op.Old)
-			default:
-				ok = found && bytes.Equal(v, op.Old)
-			}
-			if !ok {
-				res.Values[i] = bytes.Clone(v)
-			}
-		}
-		if !ok {
-			res.FailedOp = i
-			return applyResult{Res: res}
-		}
-		switch {
-		case op.Kind == OpPut || (op.Kind == OpCAS && !op.Delete):
-			overlay[op.Table+"\x00"+string(op.Key)] = pending{v: op.Value}
-		case op.Kind == OpDelete || op.Kind == OpCAS:
-			overlay[op.Table+"\x00"+string(op.Key)] = pending{del: true}
-		}
-	}
-	for i := range ops {
-		op := &ops[i]
-		var err error
-		switch {
-		case op.Kind == OpPut || (op.Kind == OpCAS && !op.Delete):
-			err = buckets[i].Put(op.Key, op.Value)
-		case op.Kind == OpDelete || op.Kind == OpCAS:
-			err = buckets[i].Delete(op.Key)
-		}
-		if err != nil {
-			return applyResult{Err: err, Res: TxnResult{FailedOp: i}}
-		}
-	}
-	res.Succeeded = true
-	return applyResult{Res: res}
 }
 
 // Snapshot captures the state in a bbolt read transaction, which Persist

@@ -64,7 +64,23 @@ type applyResult struct {
 //	code(1) str(message) succeeded(1) varint(failedOp) uvarint(index)
 //	uvarint(len(values)) { present(1) [bytes(value)] }...
 func encodeResult(r applyResult) []byte {
-	b := make([]byte, 0, 32)
+	return appendResult(make([]byte, 0, maxResultSize(r)), r)
+}
+
+// maxResultSize bounds the length of r's wire form.
+func maxResultSize(r applyResult) int {
+	n := 1 + 2*binary.MaxVarintLen64 + 1 + 3*binary.MaxVarintLen64
+	if r.Err != nil {
+		n += len(r.Err.Error())
+	}
+	for _, v := range r.Res.Values {
+		n += 1 + binary.MaxVarintLen64 + len(v)
+	}
+	return n
+}
+
+// appendResult appends the wire form of r to b.
+func appendResult(b []byte, r applyResult) []byte {
 	b = append(b, errorCode(r.Err))
 	msg := ""
 	if r.Err != nil {

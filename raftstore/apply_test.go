@@ -1,0 +1,116 @@
+package raftstore
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	"github.com/hashicorp/raft"
+)
+
+// FuzzValidTable checks the table name check against the rule as a regexp.
+func FuzzValidTable(f *testing.F) {
+	re := regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
+	for _, s := range []string{"", "kv", "auth.tokens", "a_b-c.d", "_meta", "-x", ".x", "Kv", "k v", "k\n", "kv\x00",
+		"t/kv", "\u00e9", string(make([]byte, 64)), "0123456789012345678901234567890123456789012345678901234567890123",
+		"01234567890123456789012345678901234567890123456789012345678901234"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := validTable(s), re.MatchString(s); got != want {
+			t.Fatalf("validTable(%q) = %v, the rule says %v", s, got, want)
+		}
+	})
+}
+
+// TestTxnSeesItsOwnWrites applies transactions whose operations read and
+// compare keys that earlier operations of the same transaction wrote, in
+// both ways the state machine tracks those writes (a look back over a
+// small transaction, a map for a large one): padding a transaction past
+// overlayScan with reads of other keys changes none of its results.
+func TestTxnSeesItsOwnWrites(t *testing.T) {
+	f, err := newFSM(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close(false)
+	index := uint64(0)
+	apply := func(c *command) applyResult {
+		index++
+		c.RequestID = fmt.Appendf(nil, "req-%d", index)
+		return f.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: c.encode()}})[0].(applyResult)
+	}
+	for _, tbl := range []string{"a", "b"} {
+		if r := apply(&command{Type: cmdCreateTable, Ops: []Op{{Table: tbl}}}); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	k, v := func(s string) []byte { return []byte(s) }, func(s string) []byte { return []byte(s) }
+	cases := []struct {
+		name       string
+		ops        []Op
+		succeeded  bool
+		failedOp   int
+		wantValues map[int]string // index -> value ("" with ok: empty; absent key: nil)
+	}{
+		{"put then get", []Op{{Kind: OpPut, Table: "a", Key: k("x"), Value: v("1")}, {Kind: OpGet, Table: "a", Key: k("x")}},
+			true, -1, map[int]string{1: "1"}},
+		{"same key in another table is another key", []Op{{Kind: OpPut, Table: "a", Key: k("y"), Value: v("1")}, {Kind: OpCAS, Table: "b", Key: k("y"), Value: v("2")}},
+			true, -1, nil},
+		{"the latest write counts", []Op{{Kind: OpPut, Table: "a", Key: k("z"), Value: v("1")}, {Kind: OpPut, Table: "a", Key: k("z"), Value: v("2")},
+			{Kind: OpCAS, Table: "a", Key: k("z"), Old: v("2"), Value: v("3")}, {Kind: OpGet, Table: "a", Key: k("z")}},
+			true, -1, map[int]string{3: "3"}},
+		{"a delete hides the stored value", []Op{{Kind: OpDelete, Table: "a", Key: k("x")}, {Kind: OpCompare, Table: "a", Key: k("x")}},
+			true, -1, nil},
+		{"a CAS delete, then a get fails", []Op{{Kind: OpPut, Table: "a", Key: k("y"), Value: v("1")},
+			{Kind: OpCAS, Table: "a", Key: k("y"), Old: v("1"), Delete: true}, {Kind: OpGet, Table: "a", Key: k("y")}},
+			false, 2, nil},
+		{"a failed compare reports the pending value", []Op{{Kind: OpPut, Table: "b", Key: k("p"), Value: v("abc")}, {Kind: OpCompare, Table: "b", Key: k("p"), Old: v("x"), Prefix: true}},
+			false, 1, map[int]string{1: "abc"}},
+		{"an empty value exists", []Op{{Kind: OpPut, Table: "b", Key: k("e"), Value: []byte{}}, {Kind: OpCompare, Table: "b", Key: k("e"), Old: []byte{}},
+			{Kind: OpGet, Table: "b", Key: k("e")}},
+			true, -1, map[int]string{2: ""}},
+	}
+	for _, pad := range []int{0, overlayScan} {
+		for _, tc := range cases {
+			t.Run(fmt.Sprintf("%s/pad=%d", tc.name, pad), func(t *testing.T) {
+				ops := []Op{}
+				for i := 0; i < pad; i++ {
+					ops = append(ops, Op{Kind: OpCompare, Table: "b", Key: fmt.Appendf(nil, "absent-%d", i)})
+				}
+				ops = append(ops, tc.ops...)
+				r := apply(&command{Type: cmdTxn, Ops: ops})
+				if r.Err != nil {
+					t.Fatal(r.Err)
+				}
+				failed := tc.failedOp
+				if failed >= 0 {
+					failed += pad
+				}
+				if r.Res.Succeeded != tc.succeeded || r.Res.FailedOp != failed {
+					t.Fatalf("succeeded %v, failed op %d; want %v, %d", r.Res.Succeeded, r.Res.FailedOp, tc.succeeded, failed)
+				}
+				for i, got := range r.Res.Values {
+					want, ok := tc.wantValues[i-pad]
+					if !ok {
+						if got != nil {
+							t.Fatalf("value %d: %q, want none", i, got)
+						}
+						continue
+					}
+					if got == nil || !bytes.Equal(got, []byte(want)) {
+						t.Fatalf("value %d: %q, want %q", i, got, want)
+					}
+				}
+				// Undo, so that the padded run starts from the same state.
+				for _, op := range tc.ops {
+					if r := apply(&command{Type: cmdTxn, Ops: []Op{{Kind: OpDelete, Table: op.Table, Key: op.Key}}}); r.Err != nil {
+						t.Fatal(r.Err)
+					}
+				}
+			})
+		}
+	}
+}
