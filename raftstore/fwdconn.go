@@ -32,14 +32,24 @@ type frame struct {
 }
 
 func writeFrame(w *bufio.Writer, f frame) error {
-	var hdr, id [binary.MaxVarintLen64]byte
-	idLen := binary.PutUvarint(id[:], f.id)
-	n := binary.PutUvarint(hdr[:], uint64(1+idLen+len(f.body)))
-	_, _ = w.Write(hdr[:n])
-	_ = w.WriteByte(f.kind)
-	_, _ = w.Write(id[:idLen])
+	// The header is built in the writer's free buffer (bufio allows
+	// writing it back), so that it costs no allocation.
+	idLen := uvarintLen(f.id)
+	hdr := binary.AppendUvarint(w.AvailableBuffer(), uint64(1+idLen+len(f.body)))
+	hdr = append(hdr, f.kind)
+	hdr = binary.AppendUvarint(hdr, f.id)
+	_, _ = w.Write(hdr)
 	_, err := w.Write(f.body) // a bufio.Writer keeps the first error
 	return err
+}
+
+// uvarintLen is the length of v's uvarint encoding.
+func uvarintLen(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
 }
 
 func readFrame(r *bufio.Reader) (frame, error) {
