@@ -17,13 +17,14 @@ import (
 // nothing changes; bbolt copies a key when it is put and keeps a value
 // only until the transaction commits.
 type applier struct {
-	tx      *bolt.Tx
-	req     *bolt.Bucket
-	reqIdx  *bolt.Bucket
-	cmd     command
-	name    []byte         // a table's bucket name, for the lookup
-	key     []byte         // a request index key, for the put (bbolt copies keys)
-	buckets []*bolt.Bucket // of each operation of a transaction
+	tx        *bolt.Tx
+	req       *bolt.Bucket
+	reqIdx    *bolt.Bucket
+	reqCursor *bolt.Cursor // for lookups in req
+	cmd       command
+	name      []byte         // a table's bucket name, for the lookup
+	key       []byte         // a request index key, for the put (bbolt copies keys)
+	buckets   []*bolt.Bucket // of each operation of a transaction
 	// results holds the encoded results put in this transaction: bbolt
 	// keeps a value until the commit, so each result has its own bytes
 	// and the buffer is replaced, never written over, when it is full.
@@ -46,7 +47,7 @@ func (a *applier) applyCommand(index uint64, data []byte) applyResult {
 		return applyResult{Err: err, Res: TxnResult{FailedOp: -1, Index: index}}
 	}
 	if len(c.RequestID) > 0 {
-		if prev := a.req.Get(c.RequestID); prev != nil {
+		if prev := a.remembered(c.RequestID); prev != nil {
 			if r, err := decodeResult(prev); err == nil {
 				return r
 			}
@@ -76,6 +77,20 @@ func (a *applier) applyCommand(index uint64, data []byte) applyResult {
 		}
 	}
 	return r
+}
+
+// remembered returns the result remembered for the request id, nil if
+// there is none. It looks with one cursor for the whole batch, which
+// reuses its path where a Get would allocate a new one; a Seek starts from
+// the root, so the puts in between do not mislead it.
+func (a *applier) remembered(id []byte) []byte {
+	if a.reqCursor == nil {
+		a.reqCursor = a.req.Cursor()
+	}
+	if k, v := a.reqCursor.Seek(id); bytes.Equal(k, id) {
+		return v
+	}
+	return nil
 }
 
 // remember records the result of a request so that a retry of it is

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
 )
 
 // FuzzValidTable checks the table name check against the rule as a regexp.
@@ -112,5 +113,60 @@ func TestTxnSeesItsOwnWrites(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestRetryInOneBatchIsAppliedOnce puts a command and its retry (the same
+// request ID) in one batch entry, as a follower's retry after a lost
+// answer can land, and after them a command and a retry in the next entry:
+// each retry gets the first result and writes nothing.
+func TestRetryInOneBatchIsAppliedOnce(t *testing.T) {
+	f, err := newFSM(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close(false)
+	entry := func(cmds ...*command) []byte {
+		data := []byte{batchVersion, byte(len(cmds))}
+		for _, c := range cmds {
+			data = appendBytes(data, c.encode())
+		}
+		return data
+	}
+	create := &command{Type: cmdCreateTable, RequestID: []byte("create"), Ops: []Op{{Table: "kv"}}}
+	cas := func(id, old, new string) *command {
+		op := Op{Kind: OpCAS, Table: "kv", Key: []byte("k"), Value: []byte(new)}
+		if old != "" {
+			op.Old = []byte(old)
+		}
+		return &command{Type: cmdTxn, RequestID: []byte(id), Ops: []Op{op}}
+	}
+	logs := []*raft.Log{
+		{Index: 1, Type: raft.LogCommand, Data: entry(create, cas("a", "", "1"), cas("a", "", "1"), cas("b", "1", "2"))},
+		{Index: 2, Type: raft.LogCommand, Data: entry(cas("b", "1", "2"), cas("c", "2", "3"), cas("a", "", "1"))},
+	}
+	resp := f.ApplyBatch(logs)
+	want := [][]struct {
+		ok    bool
+		index uint64
+	}{
+		{{true, 1}, {true, 1}, {true, 1}, {true, 1}},
+		{{true, 1}, {true, 2}, {true, 1}},
+	}
+	for i, r := range resp {
+		rs := r.([]applyResult)
+		for j, w := range want[i] {
+			if rs[j].Err != nil || rs[j].Res.Succeeded != w.ok || rs[j].Res.Index != w.index {
+				t.Fatalf("entry %d, command %d: %+v, want succeeded %v at index %d", i, j, rs[j], w.ok, w.index)
+			}
+		}
+	}
+	var v []byte
+	_ = f.view(func(tx *bolt.Tx) error {
+		v = bytes.Clone(tx.Bucket(tableBucket("kv")).Get([]byte("k")))
+		return nil
+	})
+	if string(v) != "3" {
+		t.Fatalf("k = %q, want 3", v)
 	}
 }

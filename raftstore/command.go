@@ -23,6 +23,10 @@ type command struct {
 	// state machine may use.
 	Time int64
 	Ops  []Op
+
+	// names are table names decode made, for later operations and
+	// commands decoded into the same command to share (not encoded).
+	names []string
 }
 
 type cmdType uint8
@@ -303,7 +307,7 @@ func (c *command) decode(b []byte) error {
 		if flags&^(flagValue|flagOld|flagPrefix|flagDelete) != 0 {
 			d.fail("op flags")
 		}
-		op.Table = d.table(c.Ops[:i])
+		op.Table = c.table(&d)
 		op.Key = d.view("key", MaxKeySize)
 		if flags&flagValue != 0 {
 			op.Value = d.view("value", MaxValueSize)
@@ -323,15 +327,22 @@ func (c *command) decode(b []byte) error {
 	return c.validate()
 }
 
-// table reads a table name, sharing the string of an earlier operation of
-// the same command that names the same table: the operations of a
-// transaction mostly name a few tables.
-func (d *decoder) table(earlier []Op) string {
+// maxNames bounds the table names a command keeps for sharing.
+const maxNames = 8
+
+// table reads a table name, sharing the string of an earlier one: the
+// operations of a transaction, and the commands of a batch, mostly name a
+// few tables.
+func (c *command) table(d *decoder) string {
 	b := d.view("table", MaxTableName)
-	for i := len(earlier) - 1; i >= 0; i-- {
-		if earlier[i].Table == string(b) {
-			return earlier[i].Table
+	for _, name := range c.names {
+		if name == string(b) {
+			return name
 		}
 	}
-	return string(b)
+	name := string(b)
+	if len(c.names) < maxNames {
+		c.names = append(c.names, name)
+	}
+	return name
 }
