@@ -87,7 +87,11 @@ func (b *batcher) run() {
 }
 
 func (b *batcher) apply(batch []*pendingCmd) {
-	data := make([]byte, 0, 16+len(batch)*64)
+	n := 1 + binary.MaxVarintLen64
+	for _, p := range batch {
+		n += binary.MaxVarintLen64 + len(p.enc)
+	}
+	data := make([]byte, 0, n)
 	data = append(data, batchVersion)
 	data = binary.AppendUvarint(data, uint64(len(batch)))
 	for _, p := range batch {

@@ -388,6 +388,14 @@ func TestBackupAndRestore(t *testing.T) {
 	if err := leader.Put(ctxT(t, settle), "kv", []byte("b"), []byte("after")); err != nil {
 		t.Fatal(err)
 	}
+	// A table made after the backup, written through every node (which
+	// then know it exists), is gone after the restore.
+	mustCreateTable(t, leader, "later")
+	for _, s := range c.live() {
+		if err := s.Put(ctxT(t, settle), "later", []byte("k"), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := leader.Restore(ctxT(t, settle), bytes.NewReader(backup.Bytes()), false); err != nil {
 		t.Fatal(err)
 	}
@@ -399,6 +407,12 @@ func TestBackupAndRestore(t *testing.T) {
 			}
 			if _, err := s.Get(ctxT(t, 2*time.Second), "kv", []byte("b")); !errors.Is(err, ErrNotFound) {
 				return fmt.Errorf("%s: b after restore: %v", s.ID(), err)
+			}
+			if name := s.fsm.missingTable([]Op{{Table: "later"}}); name != "later" {
+				return fmt.Errorf("%s: table later after restore: missing %q", s.ID(), name)
+			}
+			if err := s.Put(ctxT(t, 2*time.Second), "later", []byte("k"), []byte("v")); !errors.Is(err, ErrUnknownTable) {
+				return fmt.Errorf("%s: put to table later after restore: %v", s.ID(), err)
 			}
 			return nil
 		})

@@ -62,6 +62,12 @@ type fsm struct {
 	onRestore func()
 
 	ordered [][]byte // buckets whose pages are filled (fill.go)
+
+	// tables are user tables known to be in the state file, so that a
+	// write need not open a transaction to check its tables. No table is
+	// ever dropped: only install, which replaces the file, forgets them.
+	tablesMu sync.RWMutex
+	tables   map[string]struct{}
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -90,7 +96,7 @@ func cleanMark(path string) string { return path + ".clean" }
 // newFSM opens the state file, or starts a new one when the node did not
 // close cleanly (see fsm).
 func newFSM(path string) (*fsm, error) {
-	f := &fsm{path: path, advance: make(chan struct{})}
+	f := &fsm{path: path, advance: make(chan struct{}), tables: map[string]struct{}{}}
 	switch _, err := os.Stat(cleanMark(path)); {
 	case err == nil:
 		if err := os.Remove(cleanMark(path)); err != nil {
@@ -191,6 +197,41 @@ func (f *fsm) close(clean bool) error {
 		return err
 	}
 	return syncDir(filepath.Dir(f.path))
+}
+
+// missingTable returns a table of ops that the state does not hold, ""
+// if it holds them all.
+func (f *fsm) missingTable(ops []Op) string {
+	f.tablesMu.RLock()
+	known := true
+	for i := range ops {
+		if _, ok := f.tables[ops[i].Table]; !ok {
+			known = false
+			break
+		}
+	}
+	f.tablesMu.RUnlock()
+	if known {
+		return ""
+	}
+	var name string
+	_ = f.view(func(tx *bolt.Tx) error {
+		for i := range ops {
+			if tx.Bucket(tableBucket(ops[i].Table)) == nil {
+				name = ops[i].Table
+				return nil
+			}
+		}
+		// Recorded under the view's hold on the file, which install
+		// waits for before it replaces the file and forgets the tables.
+		f.tablesMu.Lock()
+		for i := range ops {
+			f.tables[ops[i].Table] = struct{}{}
+		}
+		f.tablesMu.Unlock()
+		return nil
+	})
+	return name
 }
 
 // view runs fn in a read transaction of the current state file.
@@ -362,6 +403,9 @@ func (f *fsm) install(tmp string) error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	f.db = db
+	f.tablesMu.Lock()
+	clear(f.tables)
+	f.tablesMu.Unlock()
 	f.setApplied(idx)
 	return nil
 }

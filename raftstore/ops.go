@@ -72,26 +72,13 @@ func (s *Store) Txn(ctx context.Context, ops []Op) (TxnResult, error) {
 // table missing here may exist on a leader this node lags behind, so a miss
 // is confirmed with a linearizable look before it is reported.
 func (s *Store) checkTables(ctx context.Context, ops []Op) error {
-	missing := func() string {
-		var name string
-		_ = s.fsm.view(func(tx *bolt.Tx) error {
-			for i := range ops {
-				if tx.Bucket(tableBucket(ops[i].Table)) == nil {
-					name = ops[i].Table
-					return nil
-				}
-			}
-			return nil
-		})
-		return name
-	}
-	if missing() == "" {
+	if s.fsm.missingTable(ops) == "" {
 		return nil
 	}
 	if err := s.linearize(ctx); err != nil {
 		return err
 	}
-	if name := missing(); name != "" {
+	if name := s.fsm.missingTable(ops); name != "" {
 		return fmt.Errorf("%w: %q", ErrUnknownTable, name)
 	}
 	return nil
@@ -111,7 +98,7 @@ func (s *Store) propose(ctx context.Context, c *command) (TxnResult, error) {
 	defer wrote(ctx)
 	c.RequestID = newRequestID()
 	r, err := s.onLeader(ctx, leaderOp{
-		kind: reqWrite, body: c.encode(), changes: true,
+		kind: reqWrite, encode: c.encode, changes: true,
 		local: func(ctx context.Context) (applyResult, error) { return s.applyLocal(ctx, c) },
 	})
 	if err != nil {
@@ -121,11 +108,13 @@ func (s *Store) propose(ctx context.Context, c *command) (TxnResult, error) {
 }
 
 // leaderOp is an operation that runs on the leader: local when this node
-// leads, else sent to the leader as a request of kind with body.
+// leads, else sent to the leader as a request of kind with body (made by
+// encode the first time it is sent, when encode is set).
 type leaderOp struct {
-	kind  byte
-	body  []byte
-	local func(context.Context) (applyResult, error)
+	kind   byte
+	body   []byte
+	encode func() []byte
+	local  func(context.Context) (applyResult, error)
 	// changes is set for an operation that changes the state: once a try
 	// may have reached the leader, running out of time is an unknown
 	// outcome, not a plain timeout.
@@ -149,6 +138,9 @@ func (s *Store) onLeader(ctx context.Context, op leaderOp) (applyResult, error) 
 			r, err = op.local(ctx)
 			sent = sent || !errors.Is(err, ErrNotLeader)
 		} else if id, addr := s.Leader(); addr != "" {
+			if op.body == nil && op.encode != nil {
+				op.body = op.encode()
+			}
 			var maybe bool
 			r, maybe, err = s.fwd.call(ctx, addr, id, op.kind, op.body)
 			sent = sent || maybe
