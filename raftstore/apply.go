@@ -17,18 +17,32 @@ import (
 // nothing changes; bbolt copies a key when it is put and keeps a value
 // only until the transaction commits.
 type applier struct {
-	tx        *bolt.Tx
-	req       *bolt.Bucket
-	reqIdx    *bolt.Bucket
-	reqCursor *bolt.Cursor // for lookups in req
-	cmd       command
-	name      []byte         // a table's bucket name, for the lookup
-	key       []byte         // a request index key, for the put (bbolt copies keys)
-	buckets   []*bolt.Bucket // of each operation of a transaction
+	tx           *bolt.Tx
+	req          *bolt.Bucket
+	reqIdx       *bolt.Bucket
+	reqCursor    *bolt.Cursor // for lookups in req
+	reqIdxCursor *bolt.Cursor // for forgetting old requests
+	cmd          command
+	name         []byte         // a table's bucket name, for the lookup
+	key          []byte         // a request index key, for the put (bbolt copies keys)
+	buckets      []*bolt.Bucket // of each operation of a transaction
 	// results holds the encoded results put in this transaction: bbolt
 	// keeps a value until the commit, so each result has its own bytes
 	// and the buffer is replaced, never written over, when it is full.
 	results []byte
+	// vals holds the Values of the transactions' results, which are
+	// handed out and never reused, so a batch allocates them at once.
+	vals [][]byte
+}
+
+// values returns n empty values for a result.
+func (a *applier) values(n int) [][]byte {
+	if cap(a.vals)-len(a.vals) < n {
+		a.vals = make([][]byte, 0, max(n, 64))
+	}
+	start := len(a.vals)
+	a.vals = a.vals[:start+n]
+	return a.vals[start : start+n : start+n]
 }
 
 func newApplier(tx *bolt.Tx) *applier {
@@ -113,7 +127,10 @@ func (a *applier) remember(index uint64, id []byte, r applyResult) error {
 		return nil
 	}
 	cutoff := index - dedupWindow
-	c := a.reqIdx.Cursor()
+	if a.reqIdxCursor == nil {
+		a.reqIdxCursor = a.reqIdx.Cursor()
+	}
+	c := a.reqIdxCursor
 	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k[:8]) < cutoff; k, _ = c.First() {
 		if err := a.req.Delete(k[8:]); err != nil {
 			return err
@@ -150,7 +167,7 @@ func (op *Op) writes() (pendingWrite, bool) {
 // applyTxn evaluates every condition first, against the state as modified by
 // the earlier operations of the same transaction, and writes only if all hold.
 func (a *applier) applyTxn(ops []Op) applyResult {
-	res := TxnResult{FailedOp: -1, Values: make([][]byte, len(ops))}
+	res := TxnResult{FailedOp: -1, Values: a.values(len(ops))}
 	if cap(a.buckets) < len(ops) {
 		a.buckets = make([]*bolt.Bucket, len(ops))
 	}

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -168,5 +169,46 @@ func TestRetryInOneBatchIsAppliedOnce(t *testing.T) {
 	})
 	if string(v) != "3" {
 		t.Fatalf("k = %q, want 3", v)
+	}
+}
+
+// TestOldRequestsAreForgotten checks the dedup window: a command applied
+// at index i forgets the requests of entries below i-dedupWindow, in
+// both tables, and keeps the rest.
+func TestOldRequestsAreForgotten(t *testing.T) {
+	f, err := newFSM(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close(false)
+	noop := func(id string) []byte {
+		return (&command{Type: cmdNoop, RequestID: []byte(id)}).encode()
+	}
+	entry := func(ids ...string) []byte {
+		data := []byte{batchVersion, byte(len(ids))}
+		for _, id := range ids {
+			data = appendBytes(data, noop(id))
+		}
+		return data
+	}
+	f.ApplyBatch([]*raft.Log{
+		{Index: 1, Type: raft.LogCommand, Data: noop("old1")},
+		{Index: 3, Type: raft.LogCommand, Data: entry("old2", "old3")},
+		{Index: 10, Type: raft.LogCommand, Data: noop("keep")},
+	})
+	f.ApplyBatch([]*raft.Log{{Index: dedupWindow + 5, Type: raft.LogCommand, Data: entry("new1", "new2")}})
+	var req, idx []string
+	_ = f.view(func(tx *bolt.Tx) error {
+		_ = tx.Bucket(bucketReq).ForEach(func(k, _ []byte) error { req = append(req, string(k)); return nil })
+		return tx.Bucket(bucketReqIdx).ForEach(func(k, _ []byte) error {
+			idx = append(idx, fmt.Sprintf("%d/%s", binary.BigEndian.Uint64(k[:8]), k[8:]))
+			return nil
+		})
+	})
+	if got, want := fmt.Sprint(req), "[keep new1 new2]"; got != want {
+		t.Errorf("remembered requests %s, want %s", got, want)
+	}
+	if got, want := fmt.Sprint(idx), fmt.Sprintf("[10/keep %d/new1 %d/new2]", dedupWindow+5, dedupWindow+5); got != want {
+		t.Errorf("request index %s, want %s", got, want)
 	}
 }

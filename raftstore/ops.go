@@ -97,10 +97,7 @@ func (s *Store) withTimeout(ctx context.Context) (context.Context, context.Cance
 func (s *Store) propose(ctx context.Context, c *command) (TxnResult, error) {
 	defer wrote(ctx)
 	c.RequestID = newRequestID()
-	r, err := s.onLeader(ctx, leaderOp{
-		kind: reqWrite, encode: c.encode, changes: true,
-		local: func(ctx context.Context) (applyResult, error) { return s.applyLocal(ctx, c) },
-	})
+	r, err := s.onLeader(ctx, leaderOp{kind: reqWrite, cmd: c, changes: true})
 	if err != nil {
 		return TxnResult{}, err
 	}
@@ -108,13 +105,14 @@ func (s *Store) propose(ctx context.Context, c *command) (TxnResult, error) {
 }
 
 // leaderOp is an operation that runs on the leader: local when this node
-// leads, else sent to the leader as a request of kind with body (made by
-// encode the first time it is sent, when encode is set).
+// leads, else sent to the leader as a request of kind with body. A write
+// names its command instead: it is applied locally or, encoded the first
+// time it is sent, sent as the body.
 type leaderOp struct {
-	kind   byte
-	body   []byte
-	encode func() []byte
-	local  func(context.Context) (applyResult, error)
+	kind  byte
+	body  []byte
+	cmd   *command
+	local func(context.Context) (applyResult, error)
 	// changes is set for an operation that changes the state: once a try
 	// may have reached the leader, running out of time is an unknown
 	// outcome, not a plain timeout.
@@ -135,11 +133,15 @@ func (s *Store) onLeader(ctx context.Context, op leaderOp) (applyResult, error) 
 			err error
 		)
 		if s.raft.State() == raft.Leader {
-			r, err = op.local(ctx)
+			if op.cmd != nil {
+				r, err = s.applyLocal(ctx, op.cmd)
+			} else {
+				r, err = op.local(ctx)
+			}
 			sent = sent || !errors.Is(err, ErrNotLeader)
 		} else if id, addr := s.Leader(); addr != "" {
-			if op.body == nil && op.encode != nil {
-				op.body = op.encode()
+			if op.body == nil && op.cmd != nil {
+				op.body = op.cmd.encode()
 			}
 			var maybe bool
 			r, maybe, err = s.fwd.call(ctx, addr, id, op.kind, op.body)
