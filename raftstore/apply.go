@@ -35,10 +35,24 @@ type applier struct {
 	vals [][]byte
 }
 
+// reserve makes room for the results of a batch of n commands of one
+// operation each, their usual form (more are made room for as needed).
+func (a *applier) reserve(n int) {
+	if cap(a.results)-len(a.results) < n*resultGuess {
+		a.results = make([]byte, 0, n*resultGuess)
+	}
+	if cap(a.vals)-len(a.vals) < n {
+		a.vals = make([][]byte, 0, n)
+	}
+}
+
+// resultGuess is the length of a successful result of one write.
+const resultGuess = 16
+
 // values returns n empty values for a result.
 func (a *applier) values(n int) [][]byte {
 	if cap(a.vals)-len(a.vals) < n {
-		a.vals = make([][]byte, 0, max(n, 64))
+		a.vals = make([][]byte, 0, max(n, 2*cap(a.vals)))
 	}
 	start := len(a.vals)
 	a.vals = a.vals[:start+n]
@@ -112,7 +126,7 @@ func (a *applier) remembered(id []byte) []byte {
 // dedup window. Both depend only on log indexes, so every node agrees.
 func (a *applier) remember(index uint64, id []byte, r applyResult) error {
 	if n := maxResultSize(r); cap(a.results)-len(a.results) < n {
-		a.results = make([]byte, 0, max(4096, n))
+		a.results = make([]byte, 0, max(n, 2*cap(a.results)))
 	}
 	start := len(a.results)
 	a.results = appendResult(a.results, r)

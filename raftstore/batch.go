@@ -174,6 +174,7 @@ func (a *applier) applyBatchEntry(l *raft.Log) []applyResult {
 		return []applyResult{{Err: d.err, Res: TxnResult{FailedOp: -1, Index: l.Index}}}
 	}
 	out := make([]applyResult, len(subs))
+	a.reserve(len(subs))
 	for i, sub := range subs {
 		out[i] = a.applyCommand(l.Index, sub)
 	}
