@@ -22,15 +22,17 @@ import (
 // read of the same request.
 
 // rounds shares one operation among concurrent callers. A caller joins the
-// next round that has not started; one round runs at a time, and it starts
-// as soon as the one before it ends and someone waits.
+// next round that has not started. Up to max rounds run at once: a caller
+// that finds fewer running starts the next round at once; otherwise the
+// round waits for one to end, and everyone who calls meanwhile joins it.
 type rounds struct {
 	do      func() (uint64, error)
 	closing <-chan struct{}
+	max     int
 
 	mu      sync.Mutex
 	next    *round // the round new callers join; nil when none waits
-	running bool
+	running int
 }
 
 type round struct {
@@ -39,8 +41,8 @@ type round struct {
 	err  error
 }
 
-func newRounds(closing <-chan struct{}, do func() (uint64, error)) *rounds {
-	return &rounds{do: do, closing: closing}
+func newRounds(closing <-chan struct{}, max int, do func() (uint64, error)) *rounds {
+	return &rounds{do: do, closing: closing, max: max}
 }
 
 // join waits for the answer of a round that starts after the call.
@@ -50,9 +52,10 @@ func (c *rounds) join(ctx context.Context) (uint64, error) {
 		c.next = &round{done: make(chan struct{})}
 	}
 	r := c.next
-	if !c.running {
-		c.running = true
-		go c.run()
+	if c.running < c.max {
+		c.running++
+		c.next = nil
+		go c.run(r)
 	}
 	c.mu.Unlock()
 	select {
@@ -65,20 +68,18 @@ func (c *rounds) join(ctx context.Context) (uint64, error) {
 	}
 }
 
-// run answers rounds, one at a time, until none waits.
-func (c *rounds) run() {
-	for {
-		c.mu.Lock()
-		r := c.next
-		c.next = nil
-		if r == nil {
-			c.running = false
-			c.mu.Unlock()
-			return
-		}
-		c.mu.Unlock()
+// run answers r, then the rounds that wait, until none waits.
+func (c *rounds) run(r *round) {
+	for r != nil {
 		r.idx, r.err = c.do()
 		close(r.done)
+		c.mu.Lock()
+		r = c.next
+		c.next = nil
+		if r == nil {
+			c.running--
+		}
+		c.mu.Unlock()
 	}
 }
 
@@ -165,3 +166,15 @@ func (s *Store) linearize(ctx context.Context) error {
 		}
 	}
 }
+
+// readRoundsInFlight is how many read-index requests a follower may have
+// under way at once; verifyRoundsInFlight, how many leadership checks the
+// leader may. With one request in flight a follower's read waited for the
+// request under way and then for a whole one of its own, two round trips
+// to the leader: measured with 32 clients of reads, token checks and
+// encryptions, a follower served at 0.88 of the leader's rate, and at 0.97
+// with two in flight (two leadership checks measured no better).
+const (
+	readRoundsInFlight   = 2
+	verifyRoundsInFlight = 1
+)

@@ -184,3 +184,57 @@ func TestFollowerReadsSeeAcknowledgedWritesAcrossLeaderChange(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 }
+
+// rounds runs at most max rounds at once, and every caller gets the answer
+// of a round that started after it called: callers that come while max
+// rounds run share the next one.
+func TestRoundsInFlight(t *testing.T) {
+	var (
+		started, running, most atomic.Int64
+		release                = make(chan struct{})
+	)
+	closing := make(chan struct{})
+	defer close(closing)
+	r := newRounds(closing, 2, func() (uint64, error) {
+		n := started.Add(1)
+		if cur := running.Add(1); cur > most.Load() {
+			most.Store(cur)
+		}
+		<-release
+		running.Add(-1)
+		return uint64(n), nil
+	})
+	const callers = 40
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for i := 0; i < callers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			before := started.Load()
+			idx, err := r.join(context.Background())
+			if err != nil || idx <= uint64(before) {
+				bad.Add(1)
+			}
+		}()
+	}
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	for served := false; !served; {
+		select {
+		case release <- struct{}{}:
+		case <-all:
+			served = true
+		}
+	}
+	if n := bad.Load(); n > 0 {
+		t.Fatalf("%d callers got the answer of a round that started before they called", n)
+	}
+	if m := most.Load(); m > 2 {
+		t.Fatalf("%d rounds ran at once; want at most 2", m)
+	}
+	if s := started.Load(); s >= callers {
+		t.Fatalf("%d callers ran %d rounds; want them to share", callers, s)
+	}
+	t.Logf("%d callers, %d rounds, at most %d at once", callers, started.Load(), most.Load())
+}

@@ -275,8 +275,8 @@ func (s *Store) open() error {
 		return false
 	})
 	s.raft.RegisterObserver(s.observer)
-	s.verify = newRounds(s.closing, s.verifyLeader)
-	s.readIndex = newRounds(s.closing, s.readIndexRemote)
+	s.verify = newRounds(s.closing, verifyRoundsInFlight, s.verifyLeader)
+	s.readIndex = newRounds(s.closing, readRoundsInFlight, s.readIndexRemote)
 	s.mux.admit.Store(&admitFunc{s.mayConnect})
 	s.fwd = newForwarder(s)
 	s.batch = newBatcher(s)
