@@ -233,18 +233,11 @@ func (d *decoder) varint(what string) int64 {
 // bytes returns a copy of the next length-prefixed field (never nil on
 // success, so that an empty value stays distinct from an absent one).
 func (d *decoder) bytes(what string, limit int) []byte {
-	n := d.uvarint(what)
-	if d.err != nil {
+	v := d.view(what, limit)
+	if v == nil {
 		return nil
 	}
-	if n > uint64(limit) || n > uint64(len(d.b)) {
-		d.fail(what)
-		return nil
-	}
-	v := make([]byte, n)
-	copy(v, d.b[:n])
-	d.b = d.b[n:]
-	return v
+	return append(make([]byte, 0, len(v)), v...)
 }
 
 // view is bytes without the copy: the field as a slice of the input, with
