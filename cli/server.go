@@ -110,7 +110,7 @@ func (a *app) serverCmd() *cobra.Command {
 		Long: "Run a custos node. Settings come from flags, then CUSTOS_* environment variables\n" +
 			"(CUSTOS_NODE_ID, CUSTOS_API_HOSTS=a,b, ...), then the --config file (YAML, TOML or JSON,\n" +
 			"with keys such as node_id and api_hosts), then defaults. SIGHUP reopens the audit log;\n" +
-			"SIGINT or SIGTERM stops the node. The garbage collector runs with GOGC=400 and, under a\n" +
+			"SIGINT or SIGTERM stops the node. The garbage collector runs with GOGC=200 and, under a\n" +
 			"cgroup memory limit, a soft limit of 3/4 of it, unless GOGC or GOMEMLIMIT is set.\n\n" +
 			"custos server --dev runs a one-node cluster in ./custos-dev, initialised and unsealed.",
 		Args: nargs(0, 0),

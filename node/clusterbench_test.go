@@ -48,7 +48,7 @@ const (
 // machine disturbs less than the rate.
 //
 // The process runs with the garbage collector's policy of `custos server`
-// (internal/gcpolicy: GOGC=400 unless GOGC is set), since the nodes run in
+// (internal/gcpolicy: GOGC=200 unless GOGC is set), since the nodes run in
 // it.
 //
 // The nodes' goroutines carry the pprof label node=<id> (node1 starts as
