@@ -241,13 +241,15 @@ func (a *applier) applyTxn(ops []Op) applyResult {
 		}
 	}
 	for i := range ops {
-		op := &ops[i]
+		p, writes := ops[i].writes()
+		if !writes {
+			continue
+		}
 		var err error
-		switch {
-		case op.Kind == OpPut || (op.Kind == OpCAS && !op.Delete):
-			err = buckets[i].Put(op.Key, op.Value)
-		case op.Kind == OpDelete || op.Kind == OpCAS:
-			err = buckets[i].Delete(op.Key)
+		if p.del {
+			err = buckets[i].Delete(ops[i].Key)
+		} else {
+			err = buckets[i].Put(ops[i].Key, p.v)
 		}
 		if err != nil {
 			return applyResult{Err: err, Res: TxnResult{FailedOp: i}}
