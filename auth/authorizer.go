@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/custos-pki/custos/internal/names"
 	"github.com/custos-pki/custos/raftstore"
 )
 
@@ -111,25 +112,7 @@ var rootACL = &acl{root: true}
 // root: the set acl would compute from them is themselves.
 func normalized(policies []string) bool {
 	for i, p := range policies {
-		if p == PolicyRoot || !isName(p) || i > 0 && policies[i-1] >= p {
-			return false
-		}
-	}
-	return true
-}
-
-// isName is validName without the error (and without the regexp): 1 to
-// maxNameLen characters of a-z, 0-9, '_', '.', '-', the first a letter or
-// digit.
-func isName(s string) bool {
-	if len(s) == 0 || len(s) > maxNameLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
-		case i > 0 && (c == '_' || c == '.' || c == '-'):
-		default:
+		if p == PolicyRoot || !names.Valid(p, maxNameLen) || i > 0 && policies[i-1] >= p {
 			return false
 		}
 	}

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -99,11 +100,14 @@ func TestAuthorizerInvalidation(t *testing.T) {
 	check("after delete", false)
 }
 
-func TestIsNameAgreesWithValidName(t *testing.T) {
+// Policy and role names: 1 to maxNameLen of [a-z0-9_.-], the first a
+// letter or digit.
+func TestValidName(t *testing.T) {
+	rule := regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
 	for _, n := range []string{"", "a", "default", "bench", "a.b-c_d", "_a", ".a", "-a", "A", "aB", "a b", "a/b", "a\n", "é",
 		"0abc", strings.Repeat("a", maxNameLen), strings.Repeat("a", maxNameLen+1)} {
-		if got, want := isName(n), validName("policy", n) == nil; got != want {
-			t.Errorf("isName(%q) = %v, validName says %v", n, got, want)
+		if got, want := validName("policy", n) == nil, len(n) <= maxNameLen && rule.MatchString(n); got != want {
+			t.Errorf("validName(%q) accepts: %v, the rule says %v", n, got, want)
 		}
 	}
 }

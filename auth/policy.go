@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"sort"
 
+	"github.com/custos-pki/custos/internal/names"
 	"github.com/custos-pki/custos/raftstore"
 )
 
@@ -49,11 +49,9 @@ var (
 // changes; Authorizer caches are keyed on it.
 var policyVersionKey = []byte("policy-version")
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
-
 // validName checks a policy or role name.
 func validName(kind, name string) error {
-	if len(name) > maxNameLen || !nameRE.MatchString(name) {
+	if !names.Valid(name, maxNameLen) {
 		return fmt.Errorf("%w: %s name %q: want 1 to %d characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit",
 			ErrInvalid, kind, truncate(name, 32), maxNameLen)
 	}

@@ -3,6 +3,8 @@ package raftstore
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/custos-pki/custos/internal/names"
 )
 
 // command is the replicated envelope. Every log entry of type LogCommand is
@@ -54,23 +56,9 @@ const (
 
 const maxRequestID = 64
 
-// validTable reports whether name may name a user table: 1 to MaxTableName
-// characters of [a-z0-9_.-], the first a letter or digit. Every node checks
-// every table of every command it applies, so this is a loop, not a regexp.
-func validTable(name string) bool {
-	if len(name) == 0 || len(name) > MaxTableName {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		switch c := name[i]; {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case i > 0 && (c == '_' || c == '.' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
-}
+// validTable reports whether name may name a user table: 1 to
+// MaxTableName characters of [a-z0-9_.-], the first a letter or digit.
+func validTable(name string) bool { return names.Valid(name, MaxTableName) }
 
 // validate checks a command against the store's limits. It runs before a
 // command is proposed and again when a forwarded command is received.
