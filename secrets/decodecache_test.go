@@ -1,10 +1,8 @@
 package secrets
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 )
 
@@ -56,42 +54,6 @@ func TestReadsSeeChangedRecords(t *testing.T) {
 	}
 	if _, err := e.s.Put(bg, "kv", "a", []byte(`{"k":"3"}`), WriteOptions{}); !errors.Is(err, ErrCASRequired) {
 		t.Fatalf("write after the mount came to require cas: %v, want ErrCASRequired", err)
-	}
-}
-
-// The caches are bounded in entries and in bytes, and do not keep large
-// records; what they answer is the decoding of the very bytes asked.
-func TestDecodeCacheBounded(t *testing.T) {
-	var c decodeCache[mountRec]
-	for i := range maxDecoded + 10 {
-		raw := fmt.Appendf(nil, `{"name":"m%d"}`, i)
-		m, err := c.decode(raw)
-		if err != nil || m.Name != fmt.Sprintf("m%d", i) {
-			t.Fatalf("decode %s: %+v, %v", raw, m, err)
-		}
-		if len(c.m) > maxDecoded {
-			t.Fatalf("%d entries, more than %d", len(c.m), maxDecoded)
-		}
-	}
-	big := []byte(`{"name":"` + strings.Repeat("x", maxDecodedRecord) + `"}`)
-	if _, err := c.decode(big); err != nil {
-		t.Fatal(err)
-	}
-	if _, kept := c.m[string(big)]; kept {
-		t.Error("a record above maxDecodedRecord was kept")
-	}
-	mid := bytes.Repeat([]byte("y"), maxDecodedRecord-100)
-	for i := range 2 * maxDecodedBytes / len(mid) {
-		raw := fmt.Appendf(nil, `{"name":"%d%s"}`, i, mid)
-		if _, err := c.decode(raw); err != nil {
-			t.Fatal(err)
-		}
-		if c.bytes > maxDecodedBytes {
-			t.Fatalf("%d bytes, more than %d", c.bytes, maxDecodedBytes)
-		}
-	}
-	if _, err := c.decode([]byte(`{"name":`)); err == nil {
-		t.Error("a record that does not decode was accepted")
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custos-pki/custos/internal/decodecache"
 	"github.com/custos-pki/custos/kms"
 	"github.com/custos-pki/custos/raftstore"
 )
@@ -106,8 +107,8 @@ type Store struct {
 
 	// mounts and records decode the mount and metadata records reads
 	// meet, keyed by their bytes.
-	mounts  decodeCache[mountRec]
-	records decodeCache[record]
+	mounts  decodecache.Cache[mountRec]
+	records decodecache.Cache[record]
 }
 
 // New returns a Store, creating its tables (safe at every start, on every
@@ -280,7 +281,7 @@ func (s *Store) readMountWith(ctx context.Context, name string, opts ...raftstor
 	if err != nil {
 		return nil, nil, err
 	}
-	shared, err := s.mounts.decode(raw)
+	shared, err := s.mounts.Decode(raw)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: mount %q", kms.ErrCorrupt, name)
 	}

@@ -161,7 +161,7 @@ func (s *Store) readRecord(ctx context.Context, m *mountRec, path string) (*reco
 // readRecordShared is readRecord for readers that do not change the
 // record: it may be shared with other calls, through the decode cache.
 func (s *Store) readRecordShared(ctx context.Context, m *mountRec, path string) (*record, error) {
-	rec, _, err := s.readRecordWith(ctx, m, path, s.records.decode)
+	rec, _, err := s.readRecordWith(ctx, m, path, s.records.Decode)
 	return rec, err
 }
 
