@@ -37,7 +37,7 @@ type guardKey struct{}
 // confirms g before it starts; other calls ignore it, and their callers
 // must not set it.
 //
-// The guard travels in the context, as WithStateCurrent does, because it
+// The guard travels in the context, as the read session does, because it
 // belongs to the request rather than to a call, and the store, not
 // raftstore below the barrier, attaches it: its compares are plaintexts
 // that only the barrier turns into what is stored, and only the store
