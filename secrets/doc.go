@@ -29,10 +29,11 @@
 //     still live, so no write lands in a mount being deleted.
 //   - Reads are linearizable: a call makes one linearizable read (of the
 //     mount) and reads the rest from this node's state, which that read
-//     brought up to date. A caller that has made a linearizable read of its
-//     own since the call began says so with WithStateCurrent, and the call
-//     then makes none: the state is already up to date. A write that loses
-//     a compare-and-swap reads the mount linearizably before it tries again.
+//     brought up to date. Within a read session (raftstore.WithReadSession,
+//     one per API request) that read shares the index an earlier read of
+//     the request took, such as its token check's. A write that loses a
+//     compare-and-swap ends the session's sharing, so it reads the mount
+//     linearizably afresh before it tries again.
 //   - A write under a guard (WithGuard: a decision made from this node's
 //     state, such as the API's authorisation of the request) reads the
 //     mount and the secret from this node's state and commits only if the
