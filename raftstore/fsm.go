@@ -63,6 +63,8 @@ type fsm struct {
 
 	ordered [][]byte // buckets whose pages are filled (fill.go)
 
+	releaseMin int64 // the smallest file whose mapped pages are released (mapped.go)
+
 	// tables are user tables known to be in the state file, so that a
 	// write need not open a transaction to check its tables. No table is
 	// ever dropped: only install, which replaces the file, forgets them.
@@ -96,7 +98,7 @@ func cleanMark(path string) string { return path + ".clean" }
 // newFSM opens the state file, or starts a new one when the node did not
 // close cleanly (see fsm).
 func newFSM(path string) (*fsm, error) {
-	f := &fsm{path: path, advance: make(chan struct{}), tables: map[string]struct{}{}}
+	f := &fsm{path: path, advance: make(chan struct{}), tables: map[string]struct{}{}, releaseMin: releaseMinSize}
 	switch _, err := os.Stat(cleanMark(path)); {
 	case err == nil:
 		if err := os.Remove(cleanMark(path)); err != nil {
@@ -327,21 +329,29 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fsmSnapshot{tx: tx}, nil
+	return &fsmSnapshot{fsm: f, tx: tx}, nil
 }
 
 type fsmSnapshot struct {
+	fsm  *fsm
 	once sync.Once
 	tx   *bolt.Tx
 }
 
+// Persist streams the snapshot, which reads every page of the state file,
+// and then releases the file's mapped pages (mapped.go).
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	defer s.Release()
-	if err := writeCompact(sink, s.tx); err != nil {
+	err := writeCompact(sink, s.tx)
+	s.Release()
+	if err != nil {
 		sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	_, _ = s.fsm.releaseMapped(s.fsm.releaseMin) // only memory is at stake: the next tick tries again
+	return nil
 }
 
 func (s *fsmSnapshot) Release() { s.once.Do(func() { s.tx.Rollback() }) }

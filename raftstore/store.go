@@ -280,12 +280,13 @@ func (s *Store) open() error {
 	s.mux.admit.Store(&admitFunc{s.mayConnect})
 	s.fwd = newForwarder(s)
 	s.batch = newBatcher(s)
-	s.wg.Add(5)
+	s.wg.Add(6)
 	go s.batch.run()
 	go s.watchLeadership()
 	go s.watchHeartbeats()
 	go s.fwd.serve()
 	go s.watchLeaderCrash()
+	go s.releaseMappedLoop()
 	return nil
 }
 

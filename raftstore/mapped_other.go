@@ -1,0 +1,7 @@
+//go:build !linux
+
+package raftstore
+
+// dropMapped does nothing on systems other than Linux, whose madvise
+// advice differ in what they do to a shared file mapping.
+func dropMapped(uintptr, int64) error { return nil }
