@@ -169,10 +169,8 @@ type CA struct {
 	clock Clock
 	log   *slog.Logger
 	lints lint.Registry
-	// certLints and lintCfg are the registry's certificate lints and
-	// their configuration, taken once.
-	certLints []*lint.CertificateLint
-	lintCfg   lint.Configuration
+	// certLints runs the registry's certificate lints (lintrun.go).
+	certLints []lintRunner
 
 	mu       sync.Mutex
 	cached   *issuers
@@ -201,7 +199,7 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 	go p256SmallMultiples() // built before the first certificate needs it
 	return &CA{
 		cfg: cfg, store: cfg.Storage, kms: cfg.KMS, clock: cfg.Clock, log: cfg.Logger,
-		lints: reg, certLints: withFastSmallKeyLint(reg.CertificateLints().Lints(), reg.GetConfiguration()), lintCfg: reg.GetConfiguration(),
+		lints: reg, certLints: newLintRunners(withFastSmallKeyLint(reg.CertificateLints().Lints(), reg.GetConfiguration()), reg.GetConfiguration()),
 	}, nil
 }
 

@@ -51,13 +51,14 @@ func (c *CA) Lint(cert *x509.Certificate) error {
 }
 
 // lintErrors is Lint over a parsed certificate. It runs the lints as
-// zlint.LintCertificateEx does, without building a result set for every
-// certificate.
+// zlint.LintCertificateEx does, without building a result set or a new
+// instance of every lint for every certificate (lintRunner).
 func (c *CA) lintErrors(zc *zx509.Certificate) error {
 	var errs []string
-	for _, l := range c.certLints {
-		if r := l.Execute(zc, c.lintCfg); r.Status == lint.Error || r.Status == lint.Fatal {
-			errs = append(errs, finding(l.Name, r))
+	for i := range c.certLints {
+		r := &c.certLints[i]
+		if res := r.run(zc); res.Status == lint.Error || res.Status == lint.Fatal {
+			errs = append(errs, finding(r.l.Name, &res))
 		}
 	}
 	if len(errs) == 0 {

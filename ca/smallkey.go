@@ -33,15 +33,21 @@ const (
 )
 
 // withFastSmallKeyLint returns lints with zlint's small-key lint replaced
-// by smallKeyLint, or lints unchanged if zlint's lint is absent or no
-// longer searches smallKeyBits bits under cfg.
+// by smallKeyLint, or lints unchanged if zlint's lint is absent, cannot
+// run without zlint's framework (see lintRunner), or no longer searches
+// smallKeyBits bits under cfg.
 func withFastSmallKeyLint(lints []*lint.CertificateLint, cfg lint.Configuration) []*lint.CertificateLint {
 	for i, l := range lints {
-		if l.Name != smallKeyLintName || zlintSmallKeyBits(l, cfg) != smallKeyBits {
+		if l.Name != smallKeyLintName {
 			continue
 		}
+		zl := newLintRunner(l, cfg)
+		if !zl.fast() || zlintSmallKeyBits(zl.instance()) != smallKeyBits {
+			return lints
+		}
 		fast := *l
-		fast.Lint = func() lint.CertificateLintInterface { return &smallKeyLint{zlint: l.Lint()} }
+		impl := &smallKeyLint{zlint: zl}
+		fast.Lint = func() lint.CertificateLintInterface { return impl }
 		out := append([]*lint.CertificateLint(nil), lints...)
 		out[i] = &fast
 		return out
@@ -49,13 +55,9 @@ func withFastSmallKeyLint(lints []*lint.CertificateLint, cfg lint.Configuration)
 	return lints
 }
 
-// zlintSmallKeyBits is the Bits setting of zlint's small-key lint under cfg,
-// or -1 if it cannot be read.
-func zlintSmallKeyBits(l *lint.CertificateLint, cfg lint.Configuration) int {
-	impl := l.Lint()
-	if err := cfg.MaybeConfigure(impl, l.Name); err != nil {
-		return -1
-	}
+// zlintSmallKeyBits is the Bits setting of zlint's configured small-key
+// lint impl, or -1 if it cannot be read.
+func zlintSmallKeyBits(impl lint.CertificateLintInterface) int {
 	v := reflect.ValueOf(impl)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		return -1
@@ -68,16 +70,24 @@ func zlintSmallKeyBits(l *lint.CertificateLint, cfg lint.Configuration) int {
 }
 
 // smallKeyLint is e_ecdsa_small_private_key with a full table for P-256.
+// One instance serves every certificate: it changes nothing in itself, and
+// each use of zlint's lint gets its own configured instance.
 type smallKeyLint struct {
-	zlint lint.CertificateLintInterface // for the other curves
+	zlint lintRunner // zlint's lint: whether it applies, and the other curves
 }
 
-func (l *smallKeyLint) CheckApplies(c *zx509.Certificate) bool { return l.zlint.CheckApplies(c) }
+var _ sharedLint = (*smallKeyLint)(nil)
+
+func (l *smallKeyLint) sharedByDesign() {}
+
+func (l *smallKeyLint) CheckApplies(c *zx509.Certificate) bool {
+	return l.zlint.instance().CheckApplies(c)
+}
 
 func (l *smallKeyLint) Execute(c *zx509.Certificate) *lint.LintResult {
 	key := ecdsaKeyOf(c)
 	if key == nil || key.Curve != elliptic.P256() {
-		return l.zlint.Execute(c)
+		return l.zlint.instance().Execute(c)
 	}
 	d := smallP256Scalar(key)
 	if d == 0 {
