@@ -12,10 +12,11 @@ import (
 // zlint's lint.CertificateLint.Execute builds a new instance of its lint
 // for every certificate (Lint()), configures it by reflection
 // (Configuration.MaybeConfigure), then runs CheckApplies, CheckEffective
-// and Execute. Over the ~150 lints of a private CA that framework costs
-// about as much as the lints' own checks. A lintRunner gives the same
-// result, and pays for an instance only where the instance could carry
-// state from one certificate to the next:
+// and Execute: over the ~150 lints of a private CA, 150 interface
+// conversions and reflection passes and an allocation for every lint that
+// does not apply. A lintRunner gives the same result, and pays for an
+// instance only where the instance could carry state from one certificate
+// to the next:
 //
 //   - Most lint types are empty structs and not Configurable: an instance
 //     holds nothing, so one instance serves every certificate (shared).
@@ -96,7 +97,7 @@ func newLintRunner(l *lint.CertificateLint, cfg lint.Configuration) (r lintRunne
 		again := l.Lint()
 		if cfg.MaybeConfigure(impl, l.Name) != nil || cfg.MaybeConfigure(again, l.Name) != nil ||
 			reflect.ValueOf(impl).Elem().Interface() != reflect.ValueOf(again).Elem().Interface() {
-			return r // zlint reports a configuration error for every certificate
+			return r // zlint's own path, which reports any configuration error
 		}
 		r.proto = reflect.ValueOf(impl)
 	}

@@ -99,7 +99,8 @@ func tbsSignatureAlgorithm(tbs []byte) ([]byte, error) {
 
 // certificate is the DER certificate of t with signature sig.
 func (t *tbsCertificate) certificate(sig []byte) ([]byte, error) {
-	var b cryptobyte.Builder
+	// Room for the whole certificate: the builder does not grow, nor copy.
+	b := cryptobyte.NewBuilder(make([]byte, 0, len(t.der)+len(t.algID)+len(sig)+16))
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddBytes(t.der)
 		b.AddBytes(t.algID)
