@@ -338,10 +338,11 @@ type fsmSnapshot struct {
 	tx   *bolt.Tx
 }
 
-// Persist streams the snapshot, which reads every page of the state file,
-// and then releases the file's mapped pages (mapped.go).
+// Persist streams the snapshot, which reads every page of the state file:
+// it releases the file's mapped pages as it goes and when it is done
+// (mapped.go).
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	err := writeCompact(sink, s.tx)
+	err := writeCompact(s.fsm.releasing(sink, s.tx), s.tx)
 	s.Release()
 	if err != nil {
 		sink.Cancel()

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"io"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -45,6 +46,37 @@ func (f *fsm) releaseMapped(min int64) (released int64, err error) {
 		return nil
 	})
 	return released, err
+}
+
+// snapshotRelease is how many bytes of snapshot a scan of the state file
+// writes between two releases of the file's mapped pages: without them a
+// snapshot of a 3 GB file mapped all of it.
+var snapshotRelease int64 = 32 << 20
+
+// releasing returns w, which takes a snapshot of tx, made to release the
+// state file's mapped pages every snapshotRelease bytes, if the file is
+// large enough. tx holds the mapping in place while w is written.
+func (f *fsm) releasing(w io.Writer, tx *bolt.Tx) io.Writer {
+	size := tx.Size()
+	if size < f.releaseMin || size <= 0 {
+		return w
+	}
+	data := tx.DB().Info().Data
+	return &releasingWriter{w: w, release: func() { _ = dropMapped(data, size) }}
+}
+
+type releasingWriter struct {
+	w       io.Writer
+	n       int64 // bytes since the last release
+	release func()
+}
+
+func (r *releasingWriter) Write(p []byte) (int, error) {
+	if r.n += int64(len(p)); r.n >= snapshotRelease {
+		r.n = 0
+		r.release()
+	}
+	return r.w.Write(p)
 }
 
 // releaseMappedLoop releases the state file's mapped pages every

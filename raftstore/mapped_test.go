@@ -4,7 +4,9 @@ package raftstore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -58,7 +60,15 @@ func fillState(t *testing.T, f *fsm, index *uint64, first, n, size int) {
 	}
 }
 
-func mappedValue(i, size int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8)}, size/2) }
+// mappedValue is value i: bytes that do not compress, as certificates'
+// keys and signatures do not.
+func mappedValue(i, size int) []byte {
+	var seed [32]byte
+	binary.BigEndian.PutUint64(seed[:], uint64(i))
+	v := make([]byte, size)
+	rand.NewChaCha8(seed).Read(v)
+	return v
+}
 
 // readState reads values [0, n) of table "m" and checks them.
 func readState(t *testing.T, f *fsm, n, size int) {
@@ -123,20 +133,54 @@ func TestReleaseMappedPages(t *testing.T) {
 		t.Fatalf("a second scan mapped %d bytes; the pages should come back", again)
 	}
 
+	// A snapshot releases the pages behind it as it reads the file, and
+	// all of them at the end.
+	defer func(n int64) { snapshotRelease = n }(snapshotRelease)
+	snapshotRelease = 1 << 20
+	if _, err := f.releaseMapped(0); err != nil {
+		t.Fatal(err)
+	}
 	snap, err := f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink, err := raft.NewDiscardSnapshotStore().Create(raft.SnapshotVersionMax, index, 1, raft.Configuration{}, 0, nil)
+	discard, err := raft.NewDiscardSnapshotStore().Create(raft.SnapshotVersionMax, index, 1, raft.Configuration{}, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	sink := &rssSink{SnapshotSink: discard, t: t, path: path}
 	if err := snap.Persist(sink); err != nil {
 		t.Fatal(err)
+	}
+	if sink.written < 15<<20 || sink.peak == 0 {
+		t.Fatalf("the snapshot wrote %d bytes, sampled a peak of %d resident", sink.written, sink.peak)
+	}
+	if sink.peak > 6<<20 {
+		t.Fatalf("while the snapshot was written up to %d bytes of the state file were resident", sink.peak)
 	}
 	if after := mappedRSS(t, path); after > 1<<20 {
 		t.Fatalf("after a snapshot %d bytes are resident", after)
 	}
+}
+
+// rssSink samples how much of the state file is resident every 256 KiB
+// of snapshot written to it.
+type rssSink struct {
+	raft.SnapshotSink
+	t          *testing.T
+	path       string
+	written    int64
+	peak       int64
+	sinceCheck int64
+}
+
+func (s *rssSink) Write(p []byte) (int, error) {
+	s.written += int64(len(p))
+	if s.sinceCheck += int64(len(p)); s.sinceCheck >= 256<<10 {
+		s.sinceCheck = 0
+		s.peak = max(s.peak, mappedRSS(s.t, s.path))
+	}
+	return s.SnapshotSink.Write(p)
 }
 
 // TestReleaseMappedWhileTheFileGrows releases the mapped pages over and
