@@ -16,11 +16,12 @@ import (
 //
 // The store therefore drops its mapping of the state file's pages
 // (madvise MADV_DONTNEED) every releaseInterval once the file is at least
-// releaseMinSize, and after each snapshot it persists. The pages stay in
-// the page cache: the next read of one maps it again with a minor fault,
-// no disk read. RSS then counts the pages used since the last release, not
-// every page ever read. The Raft log's file is left alone: it is bounded
-// by the log's compaction and is not read by scans.
+// releaseMinSize, and as a snapshot reads it, every snapshotRelease bytes
+// and at the end. The pages stay in the page cache: the next read of one
+// maps it again with a minor fault, no disk read. RSS then counts the
+// pages used since the last release, not every page ever read. The Raft
+// log's file is left alone: it is bounded by the log's compaction and is
+// not read by scans.
 const (
 	releaseInterval = 10 * time.Second
 	releaseMinSize  = 128 << 20
