@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/custos-pki/custos/raftstore"
 	"github.com/smallstep/certificates/acme"
@@ -32,6 +34,9 @@ const OrderIndexTable = "stepca.account_orders"
 //   - an order leaves the index in the write that makes it valid or
 //     invalid, and a finalisation writes the ACME certificate (a compact
 //     record, see acmecert.go) and the valid order in one transaction;
+//   - a challenge that validates is written with its authorization, made
+//     valid (storeChallenge), and a pending order that becomes ready is
+//     not written (UpdateOrder): polling writes nothing;
 //   - the account's order list reads the index entries (and step's old
 //     index record, which it only shrinks), and drops the entries of orders
 //     found final or gone;
@@ -170,7 +175,14 @@ var orderRank = map[acme.Status]int{acme.StatusPending: 0, acme.StatusReady: 1, 
 
 // UpdateOrder stores o's status, error and certificate, unless the stored
 // order is already further on (then o gets the stored ones), together with
-// what the request created (the certificate of a finalisation).
+// what the request created (the certificate of a finalisation). A pending
+// order that becomes ready is not written: ready is what a pending order
+// whose authorizations are all valid is, and step works it out again at
+// every read of the order (Order.UpdateStatus), as Boulder derives an
+// order's status from its authorizations. Valid authorizations stay valid
+// and expire with their order, so the order reads ready until it is
+// finalised or expires, as a stored ready order would; polling an order
+// and finalising it cost no write for the move.
 func (d *acmeDB) UpdateOrder(ctx context.Context, o *acme.Order) error {
 	var with []raftstore.Op
 	if b := batchFor(ctx); b != nil {
@@ -178,6 +190,9 @@ func (d *acmeDB) UpdateOrder(ctx context.Context, o *acme.Order) error {
 	}
 	return d.advance(ctx, with, bucketOrders, "order", o.ID, func(rec record) ([]raftstore.Op, bool, error) {
 		cur := rec.status()
+		if cur == acme.StatusPending && o.Status == acme.StatusReady {
+			return nil, false, nil
+		}
 		if (final(cur) && o.Status != cur) || (orderRank[o.Status] < orderRank[cur] && o.Status != acme.StatusInvalid) {
 			o.Status, o.CertificateID, o.Error = cur, rec.str("certificate"), nil
 			return nil, false, rec.decode("error", &o.Error)
@@ -191,6 +206,39 @@ func (d *acmeDB) UpdateOrder(ctx context.Context, o *acme.Order) error {
 		// A final order leaves the account's index (step lists pending
 		// orders only).
 		return []raftstore.Op{{Kind: raftstore.OpDelete, Table: OrderIndexTable, Key: []byte(rec.str("accountID") + "/" + o.ID)}}, true, nil
+	})
+}
+
+// storeChallenge stores ch (for UpdateChallenge). A challenge that becomes
+// valid is written in one transaction with its authorization, made valid
+// as step's Authorization.UpdateStatus would make it at its next read: if
+// it is pending, not expired by step's clock and holds ch (a challenge URL
+// may name another authorization than the challenge's, and step reads the
+// challenge by its ID alone). The authorization then keeps only ch (see
+// UpdateAuthorization). Step's own code makes the challenge's write (into
+// a writeBatch), so the record is the one step would store. A challenge
+// that is not valid (an error stored, or invalid, for which step leaves
+// the authorization pending) is written alone, as step does.
+func (d *acmeDB) storeChallenge(ctx context.Context, ch *acme.Challenge) error {
+	if ch.Status != acme.StatusValid || ch.AuthorizationID == "" {
+		return d.DB.UpdateChallenge(ctx, ch)
+	}
+	b := &writeBatch{}
+	if err := b.db(d.raw).UpdateChallenge(ctx, ch); err != nil {
+		return err
+	}
+	now := new(acme.Clock).Now()
+	return d.update(ctx, b.take(), bucketAuthzs, "authz", ch.AuthorizationID, true, func(rec record) ([]raftstore.Op, bool, error) {
+		var ids []string
+		var expires time.Time
+		if rec == nil || rec.status() != acme.StatusPending ||
+			rec.decode("expiresAt", &expires) != nil || now.After(expires) ||
+			rec.decode("challengeIDs", &ids) != nil || !slices.Contains(ids, ch.ID) {
+			return nil, false, nil
+		}
+		rec.set("status", acme.StatusValid, false)
+		rec.set("error", (*acme.Error)(nil), false)
+		return pruneChallenges(rec, &acme.Authorization{Challenges: []*acme.Challenge{ch}}), true, nil
 	})
 }
 
@@ -256,26 +304,35 @@ func final(s acme.Status) bool { return s == acme.StatusValid || s == acme.Statu
 // Step's records are JSON objects; the fields change does not touch are
 // kept as they are.
 func (d *acmeDB) advance(ctx context.Context, with []raftstore.Op, bucket, typ, id string, change func(record) ([]raftstore.Op, bool, error)) error {
+	return d.update(ctx, with, bucket, typ, id, false, change)
+}
+
+// update is advance; with missingOK, a record that does not exist is
+// given to change as nil (and cannot be written) instead of failing.
+func (d *acmeDB) update(ctx context.Context, with []raftstore.Op, bucket, typ, id string, missingOK bool, change func(record) ([]raftstore.Op, bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, d.raw.timeout)
 	defer cancel()
 	table := TablePrefix + bucket
 	for range maxUpdateAttempts {
 		old, err := d.raw.store.Get(ctx, table, []byte(id))
-		if errors.Is(err, raftstore.ErrNotFound) {
+		var rec record
+		switch {
+		case errors.Is(err, raftstore.ErrNotFound) && missingOK:
+		case errors.Is(err, raftstore.ErrNotFound):
 			return acme.NewError(acme.ErrorMalformedType, "%s %s not found", typ, id)
-		} else if err != nil {
+		case err != nil:
 			return acme.WrapErrorISE(err, "error loading %s %s", typ, id)
-		}
-		rec := record{}
-		if err := json.Unmarshal(old, &rec); err != nil {
-			return acme.WrapErrorISE(err, "error unmarshaling %s %s", typ, id)
+		default:
+			if err := json.Unmarshal(old, &rec); err != nil {
+				return acme.WrapErrorISE(err, "error unmarshaling %s %s", typ, id)
+			}
 		}
 		more, write, err := change(rec)
 		if err != nil {
 			return err
 		}
 		ops := with
-		if write {
+		if write && rec != nil {
 			nu, err := json.Marshal(rec)
 			if err != nil {
 				return acme.WrapErrorISE(err, "error marshaling %s %s", typ, id)
@@ -293,8 +350,10 @@ func (d *acmeDB) advance(ctx context.Context, with []raftstore.Op, bucket, typ, 
 		if res.Succeeded {
 			return nil
 		}
-		if res.FailedOp < len(with) { // an insert, not the compare-and-swap
-			return acme.NewErrorISE("error saving %s %s: %s/%s exists", typ, id, ops[res.FailedOp].Table, ops[res.FailedOp].Key)
+		if f := ops[res.FailedOp]; res.FailedOp < len(with) && f.Old == nil { // an insert, not the compare-and-swap
+			return acme.NewErrorISE("error saving %s %s: %s/%s exists", typ, id, f.Table, f.Key)
+		} else if res.FailedOp < len(with) { // a record written with it changed since it was read
+			return acme.NewErrorISE("error saving %s %s: %s/%s changed since last read", typ, id, f.Table, f.Key)
 		}
 	}
 	return acme.NewErrorISE("error saving %s %s: it kept changing", typ, id)
@@ -334,10 +393,12 @@ func (r record) set(field string, v any, omitEmpty bool) {
 	r[field] = b
 }
 
-// writeBatch collects the records a new-order or finalize request creates, to
-// write them in one storage transaction. Step's nosql ACME code runs over
-// it (batchDB) unchanged: its inserts are compare-and-swaps from nothing,
-// which the batch takes as granted and the transaction checks.
+// writeBatch collects the records a new-order or finalize request creates
+// (or a challenge update, see UpdateChallenge), to write them in one
+// storage transaction. Step's nosql ACME code runs over it (batchDB)
+// unchanged: its inserts are compare-and-swaps from nothing, and its
+// updates compare-and-swaps from the value it read, which the batch takes
+// as granted and the transaction checks.
 type writeBatch struct {
 	mu  sync.Mutex
 	ops []raftstore.Op
@@ -387,10 +448,11 @@ func (b *writeBatch) flush(ctx context.Context, raw *DB) error {
 	return nil
 }
 
-// batchDB is what step's nosql ACME code sees during a new-order request:
-// reads go to storage, inserts go to the batch, and the order index of
-// step (acme_account_orders_index) reads as empty and takes the new order
-// as an entry of OrderIndexTable. Anything else is refused.
+// batchDB is what step's nosql ACME code sees during a new-order request
+// (and a challenge update): reads go to storage, inserts and
+// compare-and-swaps go to the batch, and the order index of step
+// (acme_account_orders_index) reads as empty and takes the new order as an
+// entry of OrderIndexTable. Anything else is refused.
 type batchDB struct {
 	*DB
 	b *writeBatch
@@ -408,7 +470,7 @@ func (d *batchDB) Get(bucket, key []byte) ([]byte, error) {
 }
 
 func (d *batchDB) CmpAndSwap(bucket, key, oldValue, newValue []byte) ([]byte, bool, error) {
-	if oldValue != nil || newValue == nil {
+	if newValue == nil || (oldValue != nil && string(bucket) == bucketOrderIndex) {
 		return nil, false, errBatchOp
 	}
 	if string(bucket) == bucketOrderIndex {
@@ -428,7 +490,7 @@ func (d *batchDB) CmpAndSwap(bucket, key, oldValue, newValue []byte) ([]byte, bo
 	if err != nil {
 		return nil, false, err
 	}
-	d.b.add(raftstore.Op{Kind: raftstore.OpCAS, Table: t, Key: key, Value: newValue})
+	d.b.add(raftstore.Op{Kind: raftstore.OpCAS, Table: t, Key: key, Old: oldValue, Value: newValue})
 	return newValue, true, nil
 }
 

@@ -36,10 +36,16 @@
 //     account) wait for each other on the serving node. A new order is
 //     one storage transaction (its challenges, authorizations, order and
 //     an entry of the account's order index, OrderIndexTable), costs no
-//     read of the account's other orders, and a finalisation writes the
-//     ACME certificate with the order. Orders and authorizations only move
-//     forward: updates are compare-and-swaps, and one computed from a
-//     stale read is not written. The order list shows pending orders;
+//     read of the account's other orders, a challenge that validates is
+//     written with its authorization (made valid, as step would at its
+//     next read), an order's move to ready is not written (step works it
+//     out from the authorizations at each read, as Boulder does), and a
+//     finalisation writes the ACME certificate with the order: a complete
+//     issuance is four storage writes (new order, challenge, the
+//     Recorder's record, certificate with the valid order), and reads
+//     write nothing. Orders and authorizations only move forward: updates
+//     are compare-and-swaps, and one computed from a stale read is not
+//     written. The order list shows pending orders;
 //   - certificates are not stored twice: with a Recorder that is a
 //     CertificateReader and an OriginTeller (custos' inventory), an ACME
 //     certificate record holds its account, its order, its expiry and a

@@ -270,7 +270,7 @@ func accountOf(r *http.Request) string {
 // UpdateChallenge stores a challenge and counts a failed validation
 // against the account and the client address of the request.
 func (d *acmeDB) UpdateChallenge(ctx context.Context, ch *acme.Challenge) error {
-	if err := d.DB.UpdateChallenge(ctx, ch); err != nil {
+	if err := d.storeChallenge(ctx, ch); err != nil {
 		return err
 	}
 	if ch.Error != nil && ch.Status != acme.StatusValid {
