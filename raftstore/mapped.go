@@ -15,15 +15,18 @@ import (
 // them, against 134 MB of its own memory.
 //
 // The store therefore drops its mapping of the state file's pages
-// (madvise MADV_DONTNEED) every releaseInterval once the file is at least
-// releaseMinSize, and as a snapshot reads it, every snapshotRelease bytes
-// and at the end. The pages stay in the page cache: the next read of one
+// (madvise MADV_DONTNEED) once the file is at least releaseMinSize: every
+// releaseInterval, sooner when the process's resident file pages pass
+// releaseBudget, and as a snapshot reads the file, every snapshotRelease
+// bytes and at the end. The pages stay in the page cache: the next read of one
 // maps it again with a minor fault, no disk read. RSS then counts the
 // pages used since the last release, not every page ever read. The Raft
 // log's file is left alone: it is bounded by the log's compaction and is
 // not read by scans.
 const (
 	releaseInterval = 10 * time.Second
+	releaseCheck    = time.Second
+	releaseBudget   = 384 << 20
 	releaseMinSize  = 128 << 20
 )
 
@@ -80,20 +83,36 @@ func (r *releasingWriter) Write(p []byte) (int, error) {
 	return r.w.Write(p)
 }
 
-// releaseMappedLoop releases the state file's mapped pages every
-// releaseInterval until the store closes.
+// releaseMappedLoop releases the state file's mapped pages until the
+// store closes: every releaseInterval, and as soon as the process's
+// resident file pages (checked every releaseCheck) pass releaseBudget, so
+// that writes all over a large file (random keys) cannot map more than a
+// second's worth between two releases.
 func (s *Store) releaseMappedLoop() {
 	defer s.wg.Done()
-	t := time.NewTicker(releaseInterval)
+	t := time.NewTicker(releaseCheck)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-s.closing:
 			return
-		case <-t.C:
+		case now := <-t.C:
+			resident, known := residentFileBytes()
+			if !releaseDue(now.Sub(last), resident, known) {
+				continue
+			}
+			last = now
 			if _, err := s.fsm.releaseMapped(s.fsm.releaseMin); err != nil {
 				s.logger.Warn("releasing the state file's mapped pages failed", "error", err)
 			}
 		}
 	}
+}
+
+// releaseDue reports whether to release the state file's mapped pages,
+// since long after the last release, with resident bytes of file pages
+// in the process (if known).
+func releaseDue(since time.Duration, resident int64, known bool) bool {
+	return since >= releaseInterval || known && resident > releaseBudget
 }

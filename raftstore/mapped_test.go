@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
@@ -115,6 +116,10 @@ func TestReleaseMappedPages(t *testing.T) {
 	if before < 12<<20 {
 		t.Fatalf("after a scan %d bytes of the state file are resident, want most of its 16 MiB", before)
 	}
+	filesBefore, ok := residentFileBytes()
+	if !ok || filesBefore < before {
+		t.Fatalf("residentFileBytes = %d, %v; the state file alone has %d resident", filesBefore, ok, before)
+	}
 	if got, err := f.releaseMapped(1 << 40); err != nil || got != 0 {
 		t.Fatalf("releaseMapped under a larger threshold = %d, %v; want 0, nil", got, err)
 	}
@@ -127,6 +132,9 @@ func TestReleaseMappedPages(t *testing.T) {
 	}
 	if after := mappedRSS(t, path); after > 1<<20 {
 		t.Fatalf("after the release %d bytes are resident (were %d)", after, before)
+	}
+	if files, _ := residentFileBytes(); files > filesBefore-(12<<20) {
+		t.Fatalf("residentFileBytes %d -> %d: the released pages still count", filesBefore, files)
 	}
 	readState(t, f, n, size)
 	if again := mappedRSS(t, path); again < 12<<20 {
@@ -235,4 +243,24 @@ func TestReleaseMappedWhileTheFileGrows(t *testing.T) {
 	close(done)
 	wg.Wait()
 	readState(t, f, 10*1024, size)
+}
+
+func TestReleaseDue(t *testing.T) {
+	for _, c := range []struct {
+		since    time.Duration
+		resident int64
+		known    bool
+		want     bool
+	}{
+		{time.Second, 0, true, false},
+		{time.Second, releaseBudget, true, false},
+		{time.Second, releaseBudget + 1, true, true},
+		{time.Second, releaseBudget + 1, false, false},
+		{releaseInterval, 0, true, true},
+		{releaseInterval, 0, false, true},
+	} {
+		if got := releaseDue(c.since, c.resident, c.known); got != c.want {
+			t.Errorf("releaseDue(%v, %d, %v) = %v", c.since, c.resident, c.known, got)
+		}
+	}
 }
