@@ -44,9 +44,9 @@
 //   - The state file's pages that bbolt maps count in the node's RSS once
 //     read; from 128 MiB on, the store drops its mapping of them every 10 s
 //     (within a second once the process's resident file pages pass 384
-//     MiB), and every 32 MiB of a snapshot and after it (mapped.go), so RSS
-//     counts the pages used since rather than every page a scan read. They
-//     stay in the page cache.
+//     MiB), every 32 MiB that listings read, and every 32 MiB of a snapshot
+//     and after it (mapped.go), so RSS counts the pages used since rather
+//     than every page a scan read. They stay in the page cache.
 //
 // raftstore sees only bytes: encryption is the job of the kms barrier above it.
 package raftstore

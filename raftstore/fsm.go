@@ -63,7 +63,10 @@ type fsm struct {
 
 	ordered [][]byte // buckets whose pages are filled (fill.go)
 
-	releaseMin int64 // the smallest file whose mapped pages are released (mapped.go)
+	releaseMin int64         // the smallest file whose mapped pages are released (mapped.go)
+	scanned    atomic.Int64  // bytes listings read since the last kick
+	scanKicks  atomic.Int64  // releases asked for by listings
+	kick       chan struct{} // asks the release loop for a release
 
 	// tables are user tables known to be in the state file, so that a
 	// write need not open a transaction to check its tables. No table is
@@ -98,7 +101,7 @@ func cleanMark(path string) string { return path + ".clean" }
 // newFSM opens the state file, or starts a new one when the node did not
 // close cleanly (see fsm).
 func newFSM(path string) (*fsm, error) {
-	f := &fsm{path: path, advance: make(chan struct{}), tables: map[string]struct{}{}, releaseMin: releaseMinSize}
+	f := &fsm{path: path, advance: make(chan struct{}), tables: map[string]struct{}{}, releaseMin: releaseMinSize, kick: make(chan struct{}, 1)}
 	switch _, err := os.Stat(cleanMark(path)); {
 	case err == nil:
 		if err := os.Remove(cleanMark(path)); err != nil {

@@ -17,8 +17,8 @@ import (
 // The store therefore drops its mapping of the state file's pages
 // (madvise MADV_DONTNEED) once the file is at least releaseMinSize: every
 // releaseInterval, sooner when the process's resident file pages pass
-// releaseBudget, and as a snapshot reads the file, every snapshotRelease
-// bytes and at the end. The pages stay in the page cache: the next read of one
+// releaseBudget, every scanRelease bytes that listings read, and as a
+// snapshot reads the file, every snapshotRelease bytes and at the end. The pages stay in the page cache: the next read of one
 // maps it again with a minor fault, no disk read. RSS then counts the
 // pages used since the last release, not every page ever read. The Raft
 // log's file is left alone: it is bounded by the log's compaction and is
@@ -83,11 +83,31 @@ func (r *releasingWriter) Write(p []byte) (int, error) {
 	return r.w.Write(p)
 }
 
+// scanRelease is how many bytes of records listings read between two
+// releases of the state file's mapped pages: a listing, tidy or CRL over a
+// million certificates reads a gigabyte of the file in seconds.
+var scanRelease int64 = 32 << 20
+
+// noteScanned counts n bytes of records a listing read and asks the
+// release loop for a release every scanRelease bytes.
+func (f *fsm) noteScanned(n int64) {
+	if f.scanned.Add(n) < scanRelease {
+		return
+	}
+	f.scanned.Add(-scanRelease)
+	f.scanKicks.Add(1)
+	select {
+	case f.kick <- struct{}{}:
+	default: // one is pending
+	}
+}
+
 // releaseMappedLoop releases the state file's mapped pages until the
 // store closes: every releaseInterval, and as soon as the process's
 // resident file pages (checked every releaseCheck) pass releaseBudget, so
 // that writes all over a large file (random keys) cannot map more than a
-// second's worth between two releases.
+// second's worth between two releases, and every scanRelease bytes that
+// listings read (noteScanned).
 func (s *Store) releaseMappedLoop() {
 	defer s.wg.Done()
 	t := time.NewTicker(releaseCheck)
@@ -97,15 +117,16 @@ func (s *Store) releaseMappedLoop() {
 		select {
 		case <-s.closing:
 			return
+		case <-s.fsm.kick:
 		case now := <-t.C:
 			resident, known := residentFileBytes()
 			if !releaseDue(now.Sub(last), resident, known) {
 				continue
 			}
-			last = now
-			if _, err := s.fsm.releaseMapped(s.fsm.releaseMin); err != nil {
-				s.logger.Warn("releasing the state file's mapped pages failed", "error", err)
-			}
+		}
+		last = time.Now()
+		if _, err := s.fsm.releaseMapped(s.fsm.releaseMin); err != nil {
+			s.logger.Warn("releasing the state file's mapped pages failed", "error", err)
 		}
 	}
 }

@@ -264,3 +264,63 @@ func TestReleaseDue(t *testing.T) {
 		}
 	}
 }
+
+// TestListingsReleaseMappedPages: a listing that reads the whole of a
+// large table asks for a release every scanRelease bytes, and the store
+// releases the pages it mapped.
+func TestListingsReleaseMappedPages(t *testing.T) {
+	defer func(n int64) { scanRelease = n }(scanRelease)
+	scanRelease = 1 << 20
+	c := newCluster(t, 1, nil)
+	s := c.waitLeader(settle)
+	s.fsm.releaseMin = 0
+	mustCreateTable(t, s, "m")
+	const n, size = 2048, 8192
+	for i := 0; i < n; i += 32 {
+		var ops []Op
+		for j := i; j < i+32; j++ {
+			ops = append(ops, Op{Kind: OpPut, Table: "m", Key: fmt.Appendf(nil, "k%08d", j), Value: mappedValue(j, size)})
+		}
+		if res, err := s.Txn(ctxT(t, settle), ops); err != nil || !res.Succeeded {
+			t.Fatalf("txn: %+v, %v", res, err)
+		}
+	}
+	path := filepath.Join(c.dirs[s.cfg.NodeID], "state.db")
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.fsm.releaseMapped(0); err != nil {
+		t.Fatal(err)
+	}
+	kicks := s.fsm.scanKicks.Load()
+	var after []byte
+	listed := 0
+	for {
+		page, err := s.List(ctxT(t, settle), "m", ListOptions{After: after, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range page.Items {
+			if !bytes.Equal(kv.Value, mappedValue(listed, size)) {
+				t.Fatalf("value %d changed", listed)
+			}
+			listed++
+		}
+		if page.Next == nil {
+			break
+		}
+		after = page.Next
+	}
+	if listed != n {
+		t.Fatalf("listed %d of %d", listed, n)
+	}
+	if got := s.fsm.scanKicks.Load() - kicks; got < 14 {
+		t.Fatalf("listing %d MiB asked for %d releases, want one a MiB", n*size>>20, got)
+	}
+	eventually(t, settle, func() error {
+		if r := mappedRSS(t, path); r > 4<<20 {
+			return fmt.Errorf("%d bytes of the state file resident after the listing", r)
+		}
+		return nil
+	})
+}

@@ -281,6 +281,8 @@ func (s *Store) List(ctx context.Context, table string, o ListOptions, opts ...R
 		limit = DefaultListLimit
 	}
 	var page ListPage
+	var scanned int64
+	defer func() { s.fsm.noteScanned(scanned) }()
 	err := s.read(ctx, table, opts, func(b *bolt.Bucket) error {
 		c := b.Cursor()
 		start := o.Prefix
@@ -292,6 +294,7 @@ func (s *Store) List(ctx context.Context, table string, o ListOptions, opts ...R
 			k, v = c.Next()
 		}
 		for ; k != nil && bytes.HasPrefix(k, o.Prefix); k, v = c.Next() {
+			scanned += int64(len(k) + len(v))
 			if len(page.Items) == limit {
 				page.Next = bytes.Clone(page.Items[limit-1].Key)
 				return nil
