@@ -45,6 +45,23 @@ func mappedRSS(t *testing.T, path string) int64 {
 	return total
 }
 
+// newMappedFSM opens a state file holding table "m", closed at the end of
+// the test, and returns it, its path and the index of its last entry.
+func newMappedFSM(t *testing.T) (*fsm, string, uint64) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "state.db")
+	f, err := newFSM(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.close(false) })
+	create := &command{Type: cmdCreateTable, RequestID: []byte("t"), Ops: []Op{{Table: "m"}}}
+	if r := f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: create.encode()}})[0].(applyResult); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	return f, path, 1
+}
+
 // fillState writes n values of size bytes to table "m" of f, from index on.
 func fillState(t *testing.T, f *fsm, index *uint64, first, n, size int) {
 	t.Helper()
@@ -96,18 +113,8 @@ func checkState(f *fsm, n, size int) error {
 // leaves every value readable, and a smaller file than the threshold is
 // left alone. A snapshot releases the pages it read.
 func TestReleaseMappedPages(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	f, err := newFSM(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.close(false)
+	f, path, index := newMappedFSM(t)
 	f.releaseMin = 0
-	index := uint64(0)
-	index++
-	if r := f.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: (&command{Type: cmdCreateTable, RequestID: []byte("t"), Ops: []Op{{Table: "m"}}}).encode()}})[0].(applyResult); r.Err != nil {
-		t.Fatal(r.Err)
-	}
 	const n, size = 4096, 4096
 	fillState(t, f, &index, 0, n, size)
 
@@ -195,16 +202,7 @@ func (s *rssSink) Write(p []byte) (int, error) {
 // over while writers grow the file (bbolt then replaces its mapping) and
 // readers check every value: no value changes, nothing deadlocks.
 func TestReleaseMappedWhileTheFileGrows(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	f, err := newFSM(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.close(false)
-	index := uint64(1)
-	if r := f.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: (&command{Type: cmdCreateTable, RequestID: []byte("t"), Ops: []Op{{Table: "m"}}}).encode()}})[0].(applyResult); r.Err != nil {
-		t.Fatal(r.Err)
-	}
+	f, _, index := newMappedFSM(t)
 	const size = 8192
 	fillState(t, f, &index, 0, 1024, size)
 	done := make(chan struct{})
