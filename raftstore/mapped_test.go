@@ -207,35 +207,25 @@ func TestReleaseMappedWhileTheFileGrows(t *testing.T) {
 	fillState(t, f, &index, 0, 1024, size)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // releases
-		defer wg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			default:
+	// Until done: one goroutine releases, one reads and checks.
+	for _, step := range []func() error{
+		func() error { _, err := f.releaseMapped(0); return err },
+		func() error { return checkState(f, 1024, size) },
+	} {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if err := step(); err != nil {
+					t.Error(err)
+					return
+				}
 			}
-			if _, err := f.releaseMapped(0); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	}()
-	go func() { // reads
-		defer wg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if err := checkState(f, 1024, size); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	}()
+		})
+	}
 	// Past InitialMmapSize (64 MiB): bbolt maps the file again as it grows.
 	fillState(t, f, &index, 1024, 9*1024, size)
 	close(done)
