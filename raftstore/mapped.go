@@ -18,11 +18,11 @@ import (
 // (madvise MADV_DONTNEED) once the file is at least releaseMinSize: every
 // releaseInterval, sooner when the process's resident file pages pass
 // releaseBudget, every scanRelease bytes that listings read, and as a
-// snapshot reads the file, every snapshotRelease bytes and at the end. The pages stay in the page cache: the next read of one
-// maps it again with a minor fault, no disk read. RSS then counts the
-// pages used since the last release, not every page ever read. The Raft
-// log's file is left alone: it is bounded by the log's compaction and is
-// not read by scans.
+// snapshot reads the file, every snapshotRelease bytes and at the end. The
+// pages stay in the page cache: the next read of one maps it again with a
+// minor fault, no disk read. RSS then counts the pages used since the last
+// release, not every page ever read. The Raft log's file is left alone: it
+// is bounded by the log's compaction and is not read by scans.
 const (
 	releaseInterval = 10 * time.Second
 	releaseCheck    = time.Second
@@ -32,24 +32,29 @@ const (
 
 // releaseMapped drops the process's mapping of the state file's pages when
 // the file holds at least min bytes, and returns how many bytes it
-// released. It runs inside a read transaction: bbolt replaces its mapping
-// (when the file grows) only while no transaction is open, so the range
-// is the file's mapping for as long as the call lasts. The caller must not
-// hold a transaction of the file itself: a remap waiting for it would
-// block this one.
+// released. The caller must not hold a transaction of the file itself: a
+// remap waiting for it would block this one's.
 func (f *fsm) releaseMapped(min int64) (released int64, err error) {
 	err = f.view(func(tx *bolt.Tx) error {
-		size := tx.Size()
-		if size < min || size <= 0 {
-			return nil
-		}
-		if err := dropMapped(f.db.Info().Data, size); err != nil {
-			return err
-		}
-		released = size
-		return nil
+		released, err = dropMappedIn(tx, min)
+		return err
 	})
 	return released, err
+}
+
+// dropMappedIn drops the mapping of tx's file when it holds at least min
+// bytes, and returns how many bytes it released. bbolt replaces its
+// mapping (when the file grows) only while no transaction is open, so the
+// range is the file's mapping for as long as tx is.
+func dropMappedIn(tx *bolt.Tx, min int64) (int64, error) {
+	size := tx.Size()
+	if size < min || size <= 0 {
+		return 0, nil
+	}
+	if err := dropMapped(tx.DB().Info().Data, size); err != nil {
+		return 0, err
+	}
+	return size, nil
 }
 
 // snapshotRelease is how many bytes of snapshot a scan of the state file
@@ -59,14 +64,9 @@ var snapshotRelease int64 = 32 << 20
 
 // releasing returns w, which takes a snapshot of tx, made to release the
 // state file's mapped pages every snapshotRelease bytes, if the file is
-// large enough. tx holds the mapping in place while w is written.
+// large enough.
 func (f *fsm) releasing(w io.Writer, tx *bolt.Tx) io.Writer {
-	size := tx.Size()
-	if size < f.releaseMin || size <= 0 {
-		return w
-	}
-	data := tx.DB().Info().Data
-	return &releasingWriter{w: w, release: func() { _ = dropMapped(data, size) }}
+	return &releasingWriter{w: w, release: func() { _, _ = dropMappedIn(tx, f.releaseMin) }}
 }
 
 type releasingWriter struct {
