@@ -197,9 +197,10 @@ func New(ctx context.Context, cfg Config) (*CA, error) {
 		return nil, err
 	}
 	go p256SmallMultiples() // built before the first certificate needs it
+	lintCfg := reg.GetConfiguration()
 	return &CA{
 		cfg: cfg, store: cfg.Storage, kms: cfg.KMS, clock: cfg.Clock, log: cfg.Logger,
-		lints: reg, certLints: newLintRunners(withFastSmallKeyLint(reg.CertificateLints().Lints(), reg.GetConfiguration()), reg.GetConfiguration()),
+		lints: reg, certLints: newLintRunners(withFastSmallKeyLint(reg.CertificateLints().Lints(), lintCfg), lintCfg),
 	}, nil
 }
 
