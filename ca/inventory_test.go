@@ -130,12 +130,18 @@ func TestRecord(t *testing.T) {
 		DNSNames: []string{"acme.example.com"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		KeyUsage: x509.KeyUsageDigitalSignature,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, chain[0], key.Public(), signer)
+	tmpl.PublicKey = key.Public()
+	cert, err := c.SignTemplate(bg, tmpl, chain[0], signer)
 	must(t, err)
-	cert, err := x509.ParseCertificate(der)
-	must(t, err)
-	must(t, c.LintTemplate(bg, tmpl, key.Public()))
+	must(t, cert.CheckSignatureFrom(chain[0]))
+	if !slices.Equal(cert.DNSNames, tmpl.DNSNames) || cert.SerialNumber.Cmp(tmpl.SerialNumber) != 0 || !key.PublicKey.Equal(cert.PublicKey) {
+		t.Fatalf("SignTemplate signed %v %v", cert.DNSNames, cert.SerialNumber)
+	}
 	must(t, c.Lint(cert))
+	// Only the issuing certificate's key signs.
+	if _, err := c.SignTemplate(bg, tmpl, chain[0], key); err == nil {
+		t.Fatal("SignTemplate signed with a key that is not the issuer's")
+	}
 	must(t, c.Record(bg, cert, "acme", "acme"))
 	must(t, c.Record(bg, cert, "acme", "acme")) // again: a no-op
 	got, err := c.Get(bg, serialString(cert.SerialNumber))
@@ -145,7 +151,7 @@ func TestRecord(t *testing.T) {
 	}
 	// Another certificate with the same serial is a conflict.
 	tmpl.DNSNames = []string{"other.example.com"}
-	der, err = x509.CreateCertificate(rand.Reader, tmpl, chain[0], key.Public(), signer)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, chain[0], key.Public(), signer)
 	must(t, err)
 	dup, _ := x509.ParseCertificate(der)
 	if err := c.Record(bg, dup, "acme", ""); !errors.Is(err, ErrConflict) {
@@ -165,8 +171,8 @@ func TestRecord(t *testing.T) {
 	}
 	bad := *tmpl
 	bad.DNSNames = []string{"a.*.example.com"}
-	if err := c.LintTemplate(bg, &bad, key.Public()); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "e_san_wildcard_not_first") {
-		t.Fatalf("LintTemplate(bad) = %v", err)
+	if got, err := c.SignTemplate(bg, &bad, chain[0], signer); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "e_san_wildcard_not_first") || got != nil {
+		t.Fatalf("SignTemplate(bad) = %v, %v", got, err)
 	}
 	// A step provisioner's name is a role too.
 	tmpl.SerialNumber, tmpl.Issuer = big.NewInt(100), pkix.Name{}

@@ -373,7 +373,7 @@ func keyID(pub crypto.PublicKey) ([]byte, error) {
 // signLeaf lints the TBSCertificate iss signs from tmpl for pub, then has
 // iss's key sign those very bytes in the KMS.
 func (c *CA) signLeaf(ctx context.Context, iss *issuer, tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
-	tbs, err := c.lintTBS(iss, tmpl, pub)
+	tbs, err := c.lintTBS(iss.cert, tmpl, pub)
 	if err != nil {
 		return nil, err
 	}

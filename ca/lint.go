@@ -117,22 +117,25 @@ func findings(rs *zlint.ResultSet) Findings {
 	return f
 }
 
-// LintTemplate lints the certificate the active intermediate would sign
-// from tmpl for pub: for paths that build their own template (the step-ca
-// embedding), to lint before they sign. tmpl needs its serial number.
-func (c *CA) LintTemplate(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey) error {
-	set, err := c.issuers(ctx)
+// SignTemplate lints the certificate parent's key would sign from tmpl
+// (for tmpl.PublicKey) and signs exactly that with signer, parent's key:
+// for paths that build their own template (the step-ca embedding). The
+// TBSCertificate is built once, by crypto/x509, and the signature is
+// checked once, by the kms signer that makes it (as for custos's own
+// issuance, signLeaf). tmpl needs its serial number. A template that
+// crypto/x509 refuses, or a certificate that fails a lint, is ErrInvalid.
+func (c *CA) SignTemplate(_ context.Context, tmpl, parent *x509.Certificate, signer crypto.Signer) (*x509.Certificate, error) {
+	tbs, err := c.lintTBS(parent, tmpl, tmpl.PublicKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = c.lintTBS(set.active, tmpl, pub)
-	return err
+	return tbs.sign(signer)
 }
 
-// lintTBS builds the TBSCertificate iss signs from tmpl for pub, lints it
-// and returns it, ready to be signed.
-func (c *CA) lintTBS(iss *issuer, tmpl *x509.Certificate, pub crypto.PublicKey) (*tbsCertificate, error) {
-	tbs, err := buildTBS(tmpl, iss.cert, pub)
+// lintTBS builds the TBSCertificate parent's key signs from tmpl for pub,
+// lints it and returns it, ready to be signed.
+func (c *CA) lintTBS(parent, tmpl *x509.Certificate, pub crypto.PublicKey) (*tbsCertificate, error) {
+	tbs, err := buildTBS(tmpl, parent, pub)
 	if err != nil {
 		return nil, err
 	}

@@ -158,7 +158,7 @@ func issuedCerts(t *testing.T, c *CA) map[string][]byte {
 	pub := p256(t).Public()
 	tmpl, err := c.template(&r, request{pub: pub, cn: "lint.example.com"}, false)
 	must(t, err)
-	tbs, err := c.lintTBS(set.active, tmpl, pub)
+	tbs, err := c.lintTBS(set.active.cert, tmpl, pub)
 	must(t, err)
 	der, err := tbs.lintCertificate()
 	must(t, err)
