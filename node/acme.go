@@ -79,7 +79,7 @@ func (n *Node) startStep(ctx context.Context, c *ca.CA) (*stepca.Server, error) 
 	cfg := stepca.DefaultConfig()
 	cfg.Storage, cfg.Issuer, cfg.Roots, cfg.Recorder, cfg.Roles = n.barrier, c.Issuer, c.Roots, inventory{c}, c
 	cfg.Template = c.SetURLs
-	cfg.Linter = func(ctx context.Context, t *x509.Certificate) error { return c.LintTemplate(ctx, t, t.PublicKey) }
+	cfg.SignTemplate = c.SignTemplate
 	cfg.BaseURL = n.cfg.ACMEBaseURL
 	cfg.Hosts, cfg.FederatedRoots = n.stepHosts, n.clusterCARoots
 	cfg.DNSResolver = n.cfg.ACMEResolver

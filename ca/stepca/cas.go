@@ -26,10 +26,13 @@ import (
 // x509util.CreateCertificate would (validity, issuer, serial, key
 // identifiers), lets Config.Template add what custos puts in every
 // certificate (AIA, CRL distribution point), lints exactly that, signs it,
-// and checks the signature with the issuer's public key once:
-// x509.CreateCertificate refuses a signer whose public key is not the
-// issuing certificate's and verifies the signature it got with that key
-// (signTBS), so it is not verified again here. What else
+// and checks the signature with the issuer's public key once. With
+// Config.SignTemplate (custos's CA) the TBSCertificate is built once,
+// linted and signed by the kms signer, which checks its signatures; without
+// it, Config.Linter lints a TBSCertificate of its own and
+// x509.CreateCertificate, which refuses a signer whose public key is not
+// the issuing certificate's, signs and verifies the signature it got with
+// that key, so it is not verified again here. What else
 // Certificate.CheckSignatureFrom would check of the issuing certificate
 // (a CA, allowed to sign certificates) and the chain sent after the leaf
 // are worked out once per issuer chain (issuerChain), not per certificate.
@@ -37,8 +40,10 @@ type issuingCAS struct {
 	issuer   func(ctx context.Context) (crypto.Signer, []*x509.Certificate, error)
 	template func(ctx context.Context, tpl, issuer *x509.Certificate) error
 	lint     func(context.Context, *x509.Certificate) error
-	clock    kms.Clock
-	timeout  time.Duration
+	// signTemplate, if set, lints and signs in one step (Config.SignTemplate).
+	signTemplate func(ctx context.Context, tpl, parent *x509.Certificate, signer crypto.Signer) (*x509.Certificate, error)
+	clock        kms.Clock
+	timeout      time.Duration
 	// check, if set, refuses a new certificate against the policy of the
 	// provisioner that asked for it, before anything is signed.
 	check func(context.Context, *casapi.CreateCertificateRequest) error
@@ -141,6 +146,16 @@ func (c *issuingCAS) sign(tpl *x509.Certificate) (*x509.Certificate, []*x509.Cer
 	}
 	if insecureAlgorithm(tpl.SignatureAlgorithm) {
 		return nil, nil, fmt.Errorf("stepca: sign: signature algorithm %v is not allowed", tpl.SignatureAlgorithm)
+	}
+	if c.signTemplate != nil {
+		cert, err := c.signTemplate(ctx, tpl, parent, signer)
+		switch {
+		case errors.Is(err, ca.ErrInvalid):
+			return nil, nil, acme.NewDetailedError(acme.ErrorBadCSRType, "certificate refused by lint: %v", err)
+		case err != nil:
+			return nil, nil, fmt.Errorf("stepca: sign: %w", err)
+		}
+		return cert, ic.issuing, nil
 	}
 	if c.lint != nil {
 		if err := c.lint(ctx, tpl); err != nil {

@@ -3,12 +3,17 @@ package stepca
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/custos-pki/custos/ca"
 	"github.com/custos-pki/custos/raftstore"
 	"golang.org/x/crypto/acme"
 )
@@ -77,11 +82,20 @@ func TestCollect(t *testing.T) {
 // TestIssuanceRefused: the linter sees the complete certificate before it
 // is signed and can refuse it; a recorder that fails stops delivery. Either
 // way nothing is issued, and the order can be finalized again.
+//
+// With Config.SignTemplate, which lints and signs in one step (custos's
+// CA), the same holds, and what it signs is what the client gets.
 func TestIssuanceRefused(t *testing.T) {
+	t.Run("linter", func(t *testing.T) { testIssuanceRefused(t, false) })
+	t.Run("sign-template", func(t *testing.T) { testIssuanceRefused(t, true) })
+}
+
+func testIssuanceRefused(t *testing.T, signTemplate bool) {
 	var e *env
 	linted := make(chan error, 16)
+	var signed sync.Map // serial -> DER signed by SignTemplate
 	e = newEnv(t, func(c *Config) {
-		c.Linter = func(_ context.Context, tpl *x509.Certificate) error {
+		lint := func(tpl *x509.Certificate) error {
 			switch {
 			case tpl.SerialNumber == nil || tpl.SubjectKeyId == nil || tpl.NotAfter.IsZero():
 				linted <- fmt.Errorf("incomplete template: %+v", tpl)
@@ -89,9 +103,27 @@ func TestIssuanceRefused(t *testing.T) {
 				linted <- fmt.Errorf("template issuer %v", tpl.Issuer)
 			}
 			if len(tpl.DNSNames) > 0 && tpl.DNSNames[0] == "lint-fails.test" {
-				return fmt.Errorf("e_test_refusal")
+				return fmt.Errorf("%w: e_test_refusal", ca.ErrInvalid)
 			}
 			return nil
+		}
+		if !signTemplate {
+			c.Linter = func(_ context.Context, tpl *x509.Certificate) error { return lint(tpl) }
+			return
+		}
+		c.SignTemplate = func(_ context.Context, tpl, parent *x509.Certificate, signer crypto.Signer) (*x509.Certificate, error) {
+			if !parent.Equal(e.ca.inter) {
+				linted <- fmt.Errorf("SignTemplate got parent %v", parent.Subject)
+			}
+			if err := lint(tpl); err != nil {
+				return nil, err
+			}
+			der, err := x509.CreateCertificate(rand.Reader, tpl, parent, tpl.PublicKey, signer)
+			if err != nil {
+				return nil, err
+			}
+			signed.Store(tpl.SerialNumber.String(), der)
+			return x509.ParseCertificate(der)
 		}
 	})
 	ctx := context.Background()
@@ -139,5 +171,23 @@ func TestIssuanceRefused(t *testing.T) {
 	close(linted)
 	for err := range linted {
 		t.Error(err)
+	}
+	if !signTemplate {
+		return
+	}
+	// Each certificate delivered is the one SignTemplate signed.
+	e.rec.mu.Lock()
+	recs := maps.Clone(e.rec.certs)
+	e.rec.mu.Unlock()
+	n := 0
+	for _, r := range recs {
+		cert := r.cert
+		if der, ok := signed.Load(cert.SerialNumber.String()); !ok || !bytes.Equal(der.([]byte), cert.Raw) {
+			t.Errorf("recorded certificate %v is not what SignTemplate signed", cert.SerialNumber)
+		}
+		n++
+	}
+	if n == 0 {
+		t.Error("nothing was recorded")
 	}
 }

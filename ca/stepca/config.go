@@ -99,6 +99,14 @@ type Config struct {
 	// extensions), on every path; an error refuses the issuance, and ACME
 	// clients get a badCSR problem naming it.
 	Linter func(ctx context.Context, tpl *x509.Certificate) error
+	// SignTemplate, if set, takes the place of Linter and of crypto/x509's
+	// signing: it lints the certificate parent's key signs from the
+	// complete template and signs exactly that with signer (Issuer's,
+	// parent's key), building the TBSCertificate once (ca.CA.SignTemplate).
+	// signer must check the signatures it makes, as custos's kms does: the
+	// certificate is not verified again. An error wrapping ca.ErrInvalid
+	// refuses the issuance as the Linter's errors do.
+	SignTemplate func(ctx context.Context, tpl, parent *x509.Certificate, signer crypto.Signer) (*x509.Certificate, error)
 
 	// BaseURL is the https URL ACME clients reach the CA at (a node or the
 	// load balancer in front of the cluster), without a path: the ACME

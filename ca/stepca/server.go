@@ -168,7 +168,7 @@ func (s *Server) newAuthority(provs []ACMEProvisioner, jwks []JWKProvisioner, ho
 			},
 		},
 	}
-	cas := &issuingCAS{issuer: cfg.Issuer, template: cfg.Template, lint: cfg.Linter, clock: cfg.Clock, timeout: cfg.StoreTimeout, check: s.checkIssue}
+	cas := &issuingCAS{issuer: cfg.Issuer, template: cfg.Template, lint: cfg.Linter, signTemplate: cfg.SignTemplate, clock: cfg.Clock, timeout: cfg.StoreTimeout, check: s.checkIssue}
 	a, err := authority.NewEmbedded(
 		authority.WithConfig(c),
 		authority.WithX509RootCerts(s.rootList...),
