@@ -50,6 +50,8 @@ type acmeDB struct {
 	raw    *DB               // step's nosql database, under acme.DB
 	certs  CertificateReader // the Recorder, if it reads certificates (acmecert.go)
 	chains chainCache
+	// accounts keeps decoded accounts by their stored bytes (account.go).
+	accounts accountCache
 }
 
 // batchKey carries a request's *writeBatch in its context.

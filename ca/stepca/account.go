@@ -1,0 +1,122 @@
+package stepca
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/smallstep/certificates/acme"
+	"github.com/smallstep/nosql/database"
+	"go.step.sm/crypto/jose"
+)
+
+// Accounts. Every JWS request that names its account (all but new-account
+// and revocation by certificate key) reads the account, and step decodes
+// the stored JSON and its JWK each time: about 2% of an ACME issuance's
+// CPU on the node that serves it. GetAccount still reads the record on
+// every call, so a deactivation or a new key is seen at once; what it
+// saves is decoding bytes it decoded before.
+
+// Step's tables of ACME accounts and of their key thumbprints
+// (acme/db/nosql).
+var (
+	accountTable        = []byte("acme_accounts")
+	accountByKeyIDTable = []byte("acme_keyID_accountID_index")
+)
+
+// maxCachedAccounts bounds the decoded accounts kept; past it the cache
+// starts again empty.
+const maxCachedAccounts = 4096
+
+// stepAccount is step's stored account (acme/db/nosql's dbAccount), field
+// for field.
+type stepAccount struct {
+	ID              string           `json:"id"`
+	Key             *jose.JSONWebKey `json:"key"`
+	Contact         []string         `json:"contact,omitempty"`
+	Status          acme.Status      `json:"status"`
+	LocationPrefix  string           `json:"locationPrefix"`
+	ProvisionerID   string           `json:"provisionerID,omitempty"`
+	ProvisionerName string           `json:"provisionerName"`
+	CreatedAt       time.Time        `json:"createdAt"`
+	DeactivatedAt   time.Time        `json:"deactivatedAt"`
+}
+
+// cachedAccount is an account decoded from raw.
+type cachedAccount struct {
+	raw []byte
+	acc acme.Account
+}
+
+type accountCache struct {
+	mu sync.Mutex
+	m  map[string]*cachedAccount
+}
+
+func (c *accountCache) get(id string, raw []byte) *cachedAccount {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.m[id]; e != nil && bytes.Equal(e.raw, raw) {
+		return e
+	}
+	return nil
+}
+
+func (c *accountCache) put(id string, e *cachedAccount) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedAccounts {
+		c.m = map[string]*cachedAccount{}
+	}
+	c.m[id] = e
+}
+
+// GetAccount is step's (acme/db/nosql): the account with this ID, or
+// acme.ErrNotFound. Step's callers may change the account they get: each
+// call returns a new one (the JWK, which nothing changes, is shared).
+func (d *acmeDB) GetAccount(_ context.Context, id string) (*acme.Account, error) {
+	raw, err := d.raw.Get(accountTable, []byte(id))
+	if err != nil {
+		if database.IsErrNotFound(err) {
+			return nil, acme.ErrNotFound
+		}
+		return nil, fmt.Errorf("error loading account %s: %w", id, err)
+	}
+	e := d.accounts.get(id, raw)
+	if e == nil {
+		var sa stepAccount
+		if err := json.Unmarshal(raw, &sa); err != nil {
+			return nil, fmt.Errorf("error unmarshaling account %s into dbAccount: %w", id, err)
+		}
+		e = &cachedAccount{raw: bytes.Clone(raw), acc: acme.Account{
+			Status:          sa.Status,
+			Contact:         sa.Contact,
+			Key:             sa.Key,
+			ID:              sa.ID,
+			LocationPrefix:  sa.LocationPrefix,
+			ProvisionerID:   sa.ProvisionerID,
+			ProvisionerName: sa.ProvisionerName,
+		}}
+		d.accounts.put(id, e)
+	}
+	acc := e.acc
+	acc.Contact = slices.Clone(acc.Contact)
+	return &acc, nil
+}
+
+// GetAccountByKeyID is step's: the account whose key has this thumbprint,
+// through step's index, read with GetAccount.
+func (d *acmeDB) GetAccountByKeyID(ctx context.Context, kid string) (*acme.Account, error) {
+	id, err := d.raw.Get(accountByKeyIDTable, []byte(kid))
+	if err != nil {
+		if database.IsErrNotFound(err) {
+			return nil, acme.ErrNotFound
+		}
+		return nil, fmt.Errorf("error loading key-account index for key %s: %w", kid, err)
+	}
+	return d.GetAccount(ctx, string(id))
+}
