@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custos-pki/custos/kms"
 	"github.com/custos-pki/custos/raftstore"
 )
 
@@ -73,35 +74,67 @@ func parseSerial(s string) (string, error) {
 // the role or provisioner, if any (printable ASCII without '/'). Recording the same certificate twice is a no-op;
 // another certificate with a recorded serial is a conflict.
 func (c *CA) Record(ctx context.Context, cert *x509.Certificate, source, role string) error {
+	p, err := c.PrepareRecord(ctx, cert, source, role)
+	if err != nil {
+		return err
+	}
+	return p.Commit(ctx)
+}
+
+// PreparedRecord is the record of a certificate as the storage writes
+// that Record makes, made by PrepareRecord and not written yet.
+type PreparedRecord struct {
+	ops    []raftstore.Op
+	store  kms.Storage
+	serial string
+	der    []byte
+}
+
+// PrepareRecord checks cert, source and role as Record does and returns
+// the writes that record it, without writing them: Commit writes them
+// alone, exactly as Record would; or a caller commits them within a
+// transaction of its own (Writes), which then fails whole if the serial is
+// recorded already.
+func (c *CA) PrepareRecord(ctx context.Context, cert *x509.Certificate, source, role string) (*PreparedRecord, error) {
 	if cert == nil {
-		return fmt.Errorf("%w: no certificate", ErrInvalid)
+		return nil, fmt.Errorf("%w: no certificate", ErrInvalid)
 	}
 	if err := checkName("source", source); err != nil {
-		return err
+		return nil, err
 	}
 	if role != "" {
 		if err := checkLabel("role", role); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	set, err := c.issuers(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	iss := set.issuerOf(cert)
 	if iss == nil {
 		c.setCache(nil) // another node may have rotated: read the issuers again
 		if set, err = c.issuers(ctx); err != nil {
-			return err
+			return nil, err
 		}
 		if iss = set.issuerOf(cert); iss == nil {
-			return fmt.Errorf("%w: the certificate was not issued by this CA", ErrInvalid)
+			return nil, fmt.Errorf("%w: the certificate was not issued by this CA", ErrInvalid)
 		}
 	}
-	return c.record(ctx, iss, cert, source, role)
+	return c.prepareRecord(iss, cert, source, role)
 }
 
 func (c *CA) record(ctx context.Context, iss *issuer, cert *x509.Certificate, source, role string) error {
+	p, err := c.prepareRecord(iss, cert, source, role)
+	if err != nil {
+		return err
+	}
+	return p.Commit(ctx)
+}
+
+// prepareRecord makes the writes of cert's record: the record, inserted
+// only if absent, then its index entries.
+func (c *CA) prepareRecord(iss *issuer, cert *x509.Certificate, source, role string) (*PreparedRecord, error) {
 	serial := serialString(cert.SerialNumber)
 	rec := certRecord{
 		Serial: serial, Issuer: iss.id, Source: source, Role: role,
@@ -109,7 +142,7 @@ func (c *CA) record(ctx context.Context, iss *issuer, cert *x509.Certificate, so
 	}
 	raw, err := rec.marshal()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ops := []raftstore.Op{
 		{Kind: raftstore.OpCAS, Table: tableCerts, Key: []byte(serial), Value: raw},
@@ -118,15 +151,25 @@ func (c *CA) record(ctx context.Context, iss *issuer, cert *x509.Certificate, so
 	if role != "" {
 		ops = append(ops, raftstore.Op{Kind: raftstore.OpPut, Table: tableIndex, Key: roleKey(role, serial), Value: []byte{}})
 	}
-	res, err := c.store.Txn(ctx, ops)
+	return &PreparedRecord{ops: ops, store: c.store, serial: serial, der: cert.Raw}, nil
+}
+
+// Writes returns the record's writes, the record's insert first. The
+// caller must not change them.
+func (p *PreparedRecord) Writes() []raftstore.Op { return p.ops }
+
+// Commit writes the record alone, as Record does: a record of the same
+// certificate already there is a no-op, one of another a conflict.
+func (p *PreparedRecord) Commit(ctx context.Context) error {
+	res, err := p.store.Txn(ctx, p.ops)
 	if err != nil {
-		return fmt.Errorf("ca: record %s: %w", serial, err)
+		return fmt.Errorf("ca: record %s: %w", p.serial, err)
 	}
 	if !res.Succeeded {
-		if cur, err := unmarshalRecord(res.Values[0]); err == nil && bytes.Equal(cur.DER, cert.Raw) {
+		if cur, err := unmarshalRecord(res.Values[0]); err == nil && bytes.Equal(cur.DER, p.der) {
 			return nil
 		}
-		return fmt.Errorf("%w: serial %s is recorded for another certificate", ErrConflict, serial)
+		return fmt.Errorf("%w: serial %s is recorded for another certificate", ErrConflict, p.serial)
 	}
 	return nil
 }
