@@ -23,7 +23,18 @@ var (
 	_ stepca.RevocationChecker  = inventory{}
 	_ stepca.OriginTeller       = inventory{}
 	_ stepca.CertificateReader  = inventory{}
+	_ stepca.RecordPreparer     = inventory{}
 )
+
+// PrepareRecord gives step-ca the record of a certificate it signed for
+// an ACME order, so that the finalisation writes it with the order.
+func (i inventory) PrepareRecord(ctx context.Context, cert *x509.Certificate, source, role string) (stepca.PreparedRecord, error) {
+	p, err := i.CA.PrepareRecord(ctx, cert, source, role)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
 
 // Certificate gives step-ca a recorded certificate, so that it need not
 // keep copies of its own.

@@ -190,20 +190,38 @@ func (d *acmeDB) chain(ctx context.Context, key string) ([]*x509.Certificate, er
 	return certs, nil
 }
 
-// CreateCertificate stores an ACME certificate; in a finalize request it
-// is written with the order that becomes valid (UpdateOrder), else at once.
+// CreateCertificate stores an ACME certificate with the inventory record
+// parked when it was signed (authDB.StoreCertificateChain); in a finalize
+// request they are written with the order that becomes valid
+// (UpdateOrder), else at once. If they cannot be, the record is written
+// alone.
 func (d *acmeDB) CreateCertificate(ctx context.Context, cert *acme.Certificate) error {
 	ops, err := d.certOps(ctx, cert)
 	if err != nil {
+		if cert.Leaf != nil && cert.Leaf.SerialNumber != nil {
+			if rec, _ := d.parked.claim(ctx, cert.Leaf.SerialNumber); rec != nil {
+				d.parked.writeAlone([]PreparedRecord{rec})
+			}
+		}
 		return err
 	}
-	if b := batchFor(ctx); b != nil {
-		for _, op := range ops {
-			b.add(op)
-		}
-		return nil
+	rec, err := d.parked.claim(ctx, cert.Leaf.SerialNumber)
+	if err != nil {
+		return acme.WrapErrorISE(err, "error saving certificate %s", cert.ID)
 	}
-	return (&writeBatch{ops: ops}).flush(ctx, d.raw)
+	b := batchFor(ctx)
+	alone := b == nil
+	if alone {
+		b = &writeBatch{}
+	}
+	if rec != nil {
+		b.addRecord(rec)
+	}
+	b.add(ops...)
+	if alone {
+		return d.flush(ctx, b)
+	}
+	return nil
 }
 
 // GetCertificate returns the ACME certificate with this ID, leaf and

@@ -52,6 +52,7 @@ type acmeDB struct {
 	chains chainCache
 	// accounts keeps decoded accounts by their stored bytes (account.go).
 	accounts accountCache
+	parked   *parkedRecords // the inventory records of signed certificates (authdb.go), or nil
 }
 
 // batchKey carries a request's *writeBatch in its context.
@@ -97,7 +98,7 @@ func (d *acmeDB) CreateOrder(ctx context.Context, o *acme.Order) error {
 	if err := b.db(d.raw).CreateOrder(ctx, o); err != nil {
 		return err
 	}
-	return b.flush(ctx, d.raw)
+	return d.flush(ctx, b)
 }
 
 // GetOrdersByAccountID lists the account's pending orders.
@@ -177,7 +178,9 @@ var orderRank = map[acme.Status]int{acme.StatusPending: 0, acme.StatusReady: 1, 
 
 // UpdateOrder stores o's status, error and certificate, unless the stored
 // order is already further on (then o gets the stored ones), together with
-// what the request created (the certificate of a finalisation). A pending
+// what the request created (the certificate of a finalisation, and its
+// inventory record: if this write fails, the record is written alone, so
+// that a certificate signed is recorded though not handed out). A pending
 // order that becomes ready is not written: ready is what a pending order
 // whose authorizations are all valid is, and step works it out again at
 // every read of the order (Order.UpdateStatus), as Boulder derives an
@@ -187,10 +190,11 @@ var orderRank = map[acme.Status]int{acme.StatusPending: 0, acme.StatusReady: 1, 
 // and finalising it cost no write for the move.
 func (d *acmeDB) UpdateOrder(ctx context.Context, o *acme.Order) error {
 	var with []raftstore.Op
+	var recs []PreparedRecord
 	if b := batchFor(ctx); b != nil {
-		with = b.take()
+		with, recs = b.take(), b.takeRecords()
 	}
-	return d.advance(ctx, with, bucketOrders, "order", o.ID, func(rec record) ([]raftstore.Op, bool, error) {
+	err := d.advance(ctx, with, bucketOrders, "order", o.ID, func(rec record) ([]raftstore.Op, bool, error) {
 		cur := rec.status()
 		if cur == acme.StatusPending && o.Status == acme.StatusReady {
 			return nil, false, nil
@@ -209,6 +213,10 @@ func (d *acmeDB) UpdateOrder(ctx context.Context, o *acme.Order) error {
 		// orders only).
 		return []raftstore.Op{{Kind: raftstore.OpDelete, Table: OrderIndexTable, Key: []byte(rec.str("accountID") + "/" + o.ID)}}, true, nil
 	})
+	if err != nil && len(recs) > 0 {
+		d.parked.writeAlone(recs)
+	}
+	return err
 }
 
 // storeChallenge stores ch (for UpdateChallenge). A challenge that becomes
@@ -402,9 +410,10 @@ func (r record) set(field string, v any, omitEmpty bool) {
 // updates compare-and-swaps from the value it read, which the batch takes
 // as granted and the transaction checks.
 type writeBatch struct {
-	mu  sync.Mutex
-	ops []raftstore.Op
-	adb *acmenosql.DB
+	mu   sync.Mutex
+	ops  []raftstore.Op
+	recs []PreparedRecord // inventory records whose writes are among ops
+	adb  *acmenosql.DB
 }
 
 // db returns step's ACME database writing into b.
@@ -426,18 +435,47 @@ func (b *writeBatch) take() []raftstore.Op {
 	return ops
 }
 
-func (b *writeBatch) add(op raftstore.Op) {
+// takeRecords returns the inventory records among the operations taken,
+// and forgets them: whoever writes those operations writes these alone if
+// that fails.
+func (b *writeBatch) takeRecords() []PreparedRecord {
 	b.mu.Lock()
-	b.ops = append(b.ops, op)
+	defer b.mu.Unlock()
+	recs := b.recs
+	b.recs = nil
+	return recs
+}
+
+func (b *writeBatch) add(ops ...raftstore.Op) {
+	b.mu.Lock()
+	b.ops = append(b.ops, ops...)
 	b.mu.Unlock()
 }
 
-// flush writes the batch; an insert whose key exists fails it whole.
-func (b *writeBatch) flush(ctx context.Context, raw *DB) error {
-	ops := b.take()
+// addRecord adds an inventory record's writes.
+func (b *writeBatch) addRecord(p PreparedRecord) {
+	b.mu.Lock()
+	b.ops = append(b.ops, p.Writes()...)
+	b.recs = append(b.recs, p)
+	b.mu.Unlock()
+}
+
+// flush writes b; an insert whose key exists fails it whole, and then the
+// inventory records it held are written alone.
+func (d *acmeDB) flush(ctx context.Context, b *writeBatch) error {
+	ops, recs := b.take(), b.takeRecords()
 	if len(ops) == 0 {
 		return nil
 	}
+	err := writeOps(ctx, d.raw, ops)
+	if err != nil && len(recs) > 0 {
+		d.parked.writeAlone(recs)
+	}
+	return err
+}
+
+// writeOps writes ops in one transaction.
+func writeOps(ctx context.Context, raw *DB, ops []raftstore.Op) error {
 	ctx, cancel := context.WithTimeout(ctx, raw.timeout)
 	defer cancel()
 	res, err := raw.store.Txn(ctx, ops)

@@ -6,9 +6,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
+	"sync"
 	"time"
 
+	"github.com/custos-pki/custos/raftstore"
 	"github.com/smallstep/certificates/authority/provisioner"
 	"github.com/smallstep/certificates/db"
 	"github.com/smallstep/nosql/database"
@@ -36,6 +39,7 @@ type authDB struct {
 	rec     Recorder
 	certs   CertificateReader // rec, if it reads certificates and tells origins
 	origins OriginTeller
+	parked  *parkedRecords // the records of ACME certificates, if rec is a RecordPreparer
 	timeout time.Duration
 	// provisioner returns step's data of the provisioner with this name,
 	// or nil.
@@ -66,6 +70,9 @@ func newAuthDB(d *DB, rec Recorder, timeout time.Duration) (*authDB, error) {
 	if ok1 && ok2 {
 		a.certs, a.origins = cr, ot
 	}
+	if rp, ok := rec.(RecordPreparer); ok {
+		a.parked = newParkedRecords(rp, timeout)
+	}
 	return a, nil
 }
 
@@ -74,7 +81,12 @@ func (a *authDB) ctx() (context.Context, context.CancelFunc) {
 }
 
 // StoreCertificateChain records a certificate issued by a provisioner (ACME
-// finalize, step's /sign), then stores it as step does.
+// finalize, step's /sign), then stores it as step does. The record of an
+// ACME certificate, when the Recorder is a RecordPreparer, is parked for
+// the finalisation to write with the certificate and the valid order
+// (acmeDB.CreateCertificate): an ACME provisioner signs only in a
+// finalisation, which stores the certificate right after, in the same
+// goroutine.
 func (a *authDB) StoreCertificateChain(p provisioner.Interface, chain ...*x509.Certificate) error {
 	if len(chain) == 0 {
 		return fmt.Errorf("stepca: store certificate: empty chain")
@@ -86,7 +98,13 @@ func (a *authDB) StoreCertificateChain(p provisioner.Interface, chain ...*x509.C
 			source = SourceACME
 		}
 	}
-	if err := a.record(chain[0], source, role); err != nil {
+	var err error
+	if source == SourceACME && a.parked != nil {
+		err = a.parked.prepare(chain[0], source, role)
+	} else {
+		err = a.record(chain[0], source, role)
+	}
+	if err != nil {
 		return err
 	}
 	if a.certs != nil {
@@ -271,4 +289,178 @@ func (s *Server) provisionerData(name string) *db.ProvisionerData {
 		return nil
 	}
 	return &db.ProvisionerData{ID: jwk.GetID(), Name: jwk.Name, Type: provisioner.TypeJWK.String()}
+}
+
+// RecordPreparer is an optional ability of a Recorder (custos' inventory
+// has it): PrepareRecord checks a certificate as Record does and returns
+// its record as writes, not written yet. The record of an ACME certificate
+// is then written in the finalisation's transaction, with the ACME
+// certificate and the valid order: one Raft entry, not two.
+type RecordPreparer interface {
+	PrepareRecord(ctx context.Context, cert *x509.Certificate, source, role string) (PreparedRecord, error)
+}
+
+// PreparedRecord is a certificate's record made by a RecordPreparer.
+type PreparedRecord interface {
+	// Writes are the record's writes, to commit in one transaction with
+	// others; the caller does not change them. The transaction fails if the
+	// serial is recorded already.
+	Writes() []raftstore.Op
+	// Commit writes the record alone, exactly as Record would.
+	Commit(ctx context.Context) error
+}
+
+// maxParked bounds the records parked at once; past it, a certificate is
+// recorded at once, in a transaction of its own.
+const maxParked = 4096
+
+// parkedRecords holds the records of ACME certificates between their
+// signature and their finalisation's write, by serial (hex). Nothing
+// signed goes unrecorded: a record that no finalisation claims within
+// claimWithin is written alone, and so is one whose finalisation fails to
+// write it. A record that cannot be written alone, even after parkedTries
+// tries, stays as a mark that fails its finalisation if it ever comes.
+type parkedRecords struct {
+	rec         RecordPreparer
+	timeout     time.Duration // of each storage call
+	claimWithin time.Duration
+	max         int // maxParked
+	log         *slog.Logger
+
+	mu sync.Mutex
+	m  map[string]*parkedRecord
+}
+
+type parkedRecord struct {
+	rec     PreparedRecord // nil: written, or given up on (failed)
+	timer   *time.Timer
+	writing chan struct{} // closed when the timer's write ends; nil when none runs
+	failed  bool          // the timer could not write it: the finalisation must fail
+	tries   int
+}
+
+// parkedTries is how often an unclaimed record is tried alone before it
+// is given up on (and its finalisation, if it ever comes, fails).
+const parkedTries = 5
+
+func newParkedRecords(rec RecordPreparer, timeout time.Duration) *parkedRecords {
+	return &parkedRecords{rec: rec, timeout: timeout, claimWithin: timeout, max: maxParked, log: slog.Default(), m: map[string]*parkedRecord{}}
+}
+
+// prepare makes cert's record and parks it, or writes it at once when
+// too many are parked.
+func (s *parkedRecords) prepare(cert *x509.Certificate, source, role string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	p, err := s.rec.PrepareRecord(ctx, cert, source, role)
+	if err == nil && !s.park(cert.SerialNumber, p) {
+		err = p.Commit(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("stepca: record certificate %s: %w", cert.SerialNumber, err)
+	}
+	return nil
+}
+
+// park holds p for the finalisation of the certificate with this serial;
+// false if too many are parked.
+func (s *parkedRecords) park(serial *big.Int, p PreparedRecord) bool {
+	key := certID(serial)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.m) >= s.max || s.m[key] != nil {
+		return false
+	}
+	e := &parkedRecord{rec: p}
+	e.timer = time.AfterFunc(s.claimWithin, func() { s.unclaimed(key, e) })
+	s.m[key] = e
+	return true
+}
+
+// unclaimed writes a record that no finalisation claimed in time; one it
+// cannot write stays parked (a finalisation may still claim it) and is
+// tried again, up to parkedTries times.
+func (s *parkedRecords) unclaimed(key string, e *parkedRecord) {
+	s.mu.Lock()
+	if s.m[key] != e || e.rec == nil || e.writing != nil {
+		s.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	e.writing = done
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	err := e.rec.Commit(ctx)
+	cancel()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e.writing = nil
+	close(done)
+	e.tries++
+	switch {
+	case err == nil:
+		delete(s.m, key)
+	case e.tries < parkedTries:
+		s.log.Error("stepca: a signed ACME certificate was not claimed by its finalisation, and writing its record failed; retrying", "serial", key, "error", err)
+		e.timer = time.AfterFunc(s.claimWithin, func() { s.unclaimed(key, e) })
+	default:
+		s.log.Error("stepca: a signed ACME certificate could not be recorded; its finalisation will fail", "serial", key, "error", err)
+		e.rec, e.failed = nil, true
+	}
+}
+
+// claim takes the parked record of the certificate with this serial: nil
+// if none is parked (the Recorder prepares none, too many were parked, or
+// it was written alone). A record being written alone is waited for. It
+// fails if the record could not be written alone: the certificate must
+// not be handed out.
+func (s *parkedRecords) claim(ctx context.Context, serial *big.Int) (PreparedRecord, error) {
+	if s == nil {
+		return nil, nil
+	}
+	key := certID(serial)
+	s.mu.Lock()
+	for {
+		e := s.m[key]
+		switch {
+		case e == nil:
+			s.mu.Unlock()
+			return nil, nil
+		case e.writing != nil:
+			done := e.writing
+			s.mu.Unlock()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("stepca: record certificate %s: %w", key, ctx.Err())
+			}
+			s.mu.Lock()
+			continue
+		}
+		delete(s.m, key)
+		t := e.timer
+		s.mu.Unlock()
+		t.Stop()
+		if e.failed {
+			return nil, fmt.Errorf("stepca: certificate %s was signed but could not be recorded", key)
+		}
+		return e.rec, nil
+	}
+}
+
+// writeAlone writes records that a finalisation claimed but did not
+// write, each in a transaction of its own, so that the certificate is
+// recorded though it is not handed out. It returns no error: the
+// finalisation fails anyway; a failure is logged.
+func (s *parkedRecords) writeAlone(recs []PreparedRecord) {
+	for _, p := range recs {
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		err := p.Commit(ctx)
+		cancel()
+		if err != nil {
+			s.log.Error("stepca: a signed ACME certificate could not be recorded after its finalisation failed", "error", err)
+		}
+	}
 }

@@ -40,11 +40,16 @@
 //     written with its authorization (made valid, as step would at its
 //     next read), an order's move to ready is not written (step works it
 //     out from the authorizations at each read, as Boulder does), and a
-//     finalisation writes the ACME certificate with the order: a complete
-//     issuance is four storage writes (new order, challenge, the
-//     Recorder's record, certificate with the valid order), and reads
-//     write nothing. Orders and authorizations only move forward: updates
-//     are compare-and-swaps, and one computed from a stale read is not
+//     finalisation writes the ACME certificate with the order and, when
+//     the Recorder is a RecordPreparer (custos' inventory), with the
+//     Recorder's record: a complete issuance is three storage writes (new
+//     order, challenge, certificate with its record and the valid order;
+//     four with another Recorder), and reads write nothing. No signed
+//     certificate goes unrecorded: a record its finalisation does not
+//     claim within Config.StoreTimeout is written alone, and so is one
+//     its finalisation fails to write, before the failure is returned.
+//     Orders and authorizations only move forward: updates are
+//     compare-and-swaps, and one computed from a stale read is not
 //     written. The order list shows pending orders;
 //   - certificates are not stored twice: with a Recorder that is a
 //     CertificateReader and an OriginTeller (custos' inventory), an ACME

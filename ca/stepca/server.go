@@ -90,6 +90,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.acmeDB = &acmeDB{DB: adb, nonces: newNonces(key, cfg.NonceLifetime, cfg.Clock), raw: db}
 	s.acmeDB.certs, _ = cfg.Recorder.(CertificateReader)
+	s.acmeDB.parked = s.authDB.parked
 	s.client = newValidator(cfg)
 	s.linker = acme.NewLinker("", "/acme")
 	if err := s.loadCA(ctx); err != nil {
