@@ -179,6 +179,8 @@ type CA struct {
 	crlMu sync.Mutex // one CRL generation at a time on this node
 	crls  crlCache   // the DER of chunked CRLs read or made here
 	ocsp  ocspCache  // OCSP responses made here
+
+	signed signedHere // certificates SignTemplate signed, until recorded
 }
 
 // New validates cfg and creates the CA's tables (safe at every start, on

@@ -111,7 +111,10 @@ func (c *CA) PrepareRecord(ctx context.Context, cert *x509.Certificate, source, 
 	if err != nil {
 		return nil, err
 	}
-	iss := set.issuerOf(cert)
+	iss := c.signed.take(cert, set)
+	if iss == nil {
+		iss = set.issuerOf(cert)
+	}
 	if iss == nil {
 		c.setCache(nil) // another node may have rotated: read the issuers again
 		if set, err = c.issuers(ctx); err != nil {
@@ -252,7 +255,10 @@ func (c *CA) Revoked(ctx context.Context, cert *x509.Certificate) (bool, error) 
 	if err != nil {
 		return false, err
 	}
-	iss := set.issuerOf(cert)
+	iss := c.signed.take(cert, set)
+	if iss == nil {
+		iss = set.issuerOf(cert)
+	}
 	if iss == nil {
 		c.setCache(nil) // an intermediate made elsewhere in the last CacheTTL
 		if set, err = c.issuers(ctx); err != nil {

@@ -124,12 +124,21 @@ func findings(rs *zlint.ResultSet) Findings {
 // checked once, by the kms signer that makes it (as for custos's own
 // issuance, signLeaf). tmpl needs its serial number. A template that
 // crypto/x509 refuses, or a certificate that fails a lint, is ErrInvalid.
-func (c *CA) SignTemplate(_ context.Context, tmpl, parent *x509.Certificate, signer crypto.Signer) (*x509.Certificate, error) {
+// Record and PrepareRecord take the certificate returned (that pointer)
+// as issued by parent without checking its signature again.
+func (c *CA) SignTemplate(ctx context.Context, tmpl, parent *x509.Certificate, signer crypto.Signer) (*x509.Certificate, error) {
 	tbs, err := c.lintTBS(parent, tmpl, tmpl.PublicKey)
 	if err != nil {
 		return nil, err
 	}
-	return tbs.sign(signer)
+	cert, err := tbs.sign(signer)
+	if err != nil {
+		return nil, err
+	}
+	if set, err := c.issuers(ctx); err == nil {
+		c.signed.remember(cert, parent, set)
+	}
+	return cert, nil
 }
 
 // lintTBS builds the TBSCertificate parent's key signs from tmpl for pub,
