@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -89,11 +90,9 @@ func bareCreateRate(b *testing.B, count, workers int) float64 {
 	return float64(count) / time.Since(start).Seconds()
 }
 
-// BenchmarkLintTBS builds, parses and lints the TBSCertificate of a REST
-// leaf (CA.lintTBS), the CPU a certificate costs before the KMS signs it.
-// Run with -benchmem: allocations per certificate do not depend on the
-// machine's load.
-func BenchmarkLintTBS(b *testing.B) {
+// benchLeaf is a test CA and the complete template of a REST leaf of its
+// role "web" for a new P-256 key.
+func benchLeaf(b *testing.B) (*CA, *issuers, *x509.Certificate, crypto.PublicKey) {
 	c, _ := newTestCA(b)
 	set, err := c.issuers(bg)
 	must(b, err)
@@ -103,6 +102,15 @@ func BenchmarkLintTBS(b *testing.B) {
 	tmpl, err := c.template(&r, request{pub: pub, cn: "bench.example.com"}, false)
 	must(b, err)
 	c.setURLs(tmpl, set.active)
+	return c, set, tmpl, pub
+}
+
+// BenchmarkLintTBS builds, parses and lints the TBSCertificate of a REST
+// leaf (CA.lintTBS), the CPU a certificate costs before the KMS signs it.
+// Run with -benchmem: allocations per certificate do not depend on the
+// machine's load.
+func BenchmarkLintTBS(b *testing.B) {
+	c, set, tmpl, pub := benchLeaf(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := c.lintTBS(set.active.cert, tmpl, pub); err != nil {
@@ -131,15 +139,7 @@ func BenchmarkSignSerial(b *testing.B) {
 // more; "sign-template" builds it once, lints it and has the kms signer,
 // which checks its signature, sign it.
 func BenchmarkSignTemplate(b *testing.B) {
-	c, _ := newTestCA(b)
-	set, err := c.issuers(bg)
-	must(b, err)
-	r, err := c.ReadRole(bg, "web")
-	must(b, err)
-	pub := p256(b).Public()
-	tmpl, err := c.template(&r, request{pub: pub, cn: "bench.example.com"}, false)
-	must(b, err)
-	c.setURLs(tmpl, set.active)
+	c, _, tmpl, pub := benchLeaf(b)
 	tmpl.PublicKey = pub
 	signer, chain, err := c.Issuer(bg)
 	must(b, err)

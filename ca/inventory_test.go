@@ -120,17 +120,7 @@ func colons(hex string) string {
 // The ACME and step paths sign with Issuer's signer and Record what they
 // issued.
 func TestRecord(t *testing.T) {
-	c, s := newTestCA(t)
-	signer, chain, err := c.Issuer(bg)
-	must(t, err)
-	key := p256(t)
-	now := s.clock.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(0).SetBytes([]byte("acme-serial-0001")), NotBefore: now, NotAfter: now.Add(24 * time.Hour),
-		DNSNames: []string{"acme.example.com"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	tmpl.PublicKey = key.Public()
+	c, signer, chain, key, tmpl := stepLeaf(t, "acme-serial-0001", "acme.example.com")
 	cert, err := c.SignTemplate(bg, tmpl, chain[0], signer)
 	must(t, err)
 	must(t, cert.CheckSignatureFrom(chain[0]))

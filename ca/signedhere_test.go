@@ -1,6 +1,8 @@
 package ca
 
 import (
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
@@ -14,16 +16,8 @@ import (
 // certificate forged with its serial and its issuer's name, or a copy of
 // it, is checked as before.
 func TestRecordSignedHere(t *testing.T) {
-	c, s := newTestCA(t)
-	signer, chain, err := c.Issuer(bg)
-	must(t, err)
-	key := p256(t)
-	now := s.clock.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(0).SetBytes([]byte("signed-here-0001")), NotBefore: now, NotAfter: now.Add(24 * time.Hour),
-		DNSNames: []string{"here.example.com"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature, PublicKey: key.Public(),
-	}
+	c, signer, chain, key, tmpl := stepLeaf(t, "signed-here-0001", "here.example.com")
+	now := tmpl.NotBefore
 	cert, err := c.SignTemplate(bg, tmpl, chain[0], signer)
 	must(t, err)
 	if iss := c.signed.m[cert]; iss == "" {
@@ -67,6 +61,23 @@ func TestRecordSignedHere(t *testing.T) {
 	}
 	if n := len(c.signed.m); n > maxSignedHere {
 		t.Fatalf("%d certificates remembered", n)
+	}
+}
+
+// stepLeaf is a test CA with its issuer's signer and chain, and what the
+// step-ca embedding has it sign: a complete template of a server
+// certificate for name, with this serial, for a new P-256 key.
+func stepLeaf(t *testing.T, serial, name string) (*CA, crypto.Signer, []*x509.Certificate, *ecdsa.PrivateKey, *x509.Certificate) {
+	t.Helper()
+	c, s := newTestCA(t)
+	signer, chain, err := c.Issuer(bg)
+	must(t, err)
+	key := p256(t)
+	now := s.clock.Now()
+	return c, signer, chain, key, &x509.Certificate{
+		SerialNumber: big.NewInt(0).SetBytes([]byte(serial)), NotBefore: now, NotAfter: now.Add(24 * time.Hour),
+		DNSNames: []string{name}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, PublicKey: key.Public(),
 	}
 }
 
