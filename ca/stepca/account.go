@@ -79,12 +79,9 @@ func (c *accountCache) put(id string, e *cachedAccount) {
 // acme.ErrNotFound. Step's callers may change the account they get: each
 // call returns a new one (the JWK, which nothing changes, is shared).
 func (d *acmeDB) GetAccount(_ context.Context, id string) (*acme.Account, error) {
-	raw, err := d.raw.Get(accountTable, []byte(id))
+	raw, err := d.getAccountRecord(accountTable, id, "account")
 	if err != nil {
-		if database.IsErrNotFound(err) {
-			return nil, acme.ErrNotFound
-		}
-		return nil, fmt.Errorf("error loading account %s: %w", id, err)
+		return nil, err
 	}
 	e := d.accounts.get(id, raw)
 	if e == nil {
@@ -111,12 +108,22 @@ func (d *acmeDB) GetAccount(_ context.Context, id string) (*acme.Account, error)
 // GetAccountByKeyID is step's: the account whose key has this thumbprint,
 // through step's index, read with GetAccount.
 func (d *acmeDB) GetAccountByKeyID(ctx context.Context, kid string) (*acme.Account, error) {
-	id, err := d.raw.Get(accountByKeyIDTable, []byte(kid))
+	id, err := d.getAccountRecord(accountByKeyIDTable, kid, "key-account index for key")
 	if err != nil {
-		if database.IsErrNotFound(err) {
-			return nil, acme.ErrNotFound
-		}
-		return nil, fmt.Errorf("error loading key-account index for key %s: %w", kid, err)
+		return nil, err
 	}
 	return d.GetAccount(ctx, string(id))
+}
+
+// getAccountRecord reads key in one of step's account tables, with
+// step's errors: acme.ErrNotFound if it is not there.
+func (d *acmeDB) getAccountRecord(table []byte, key, what string) ([]byte, error) {
+	v, err := d.raw.Get(table, []byte(key))
+	switch {
+	case database.IsErrNotFound(err):
+		return nil, acme.ErrNotFound
+	case err != nil:
+		return nil, fmt.Errorf("error loading %s %s: %w", what, key, err)
+	}
+	return v, nil
 }

@@ -45,6 +45,20 @@ func (p *flakyPreparer) PrepareRecord(context.Context, *x509.Certificate, string
 	return r, nil
 }
 
+// park parks the record of a certificate whose commits fail fail times,
+// to be written alone a millisecond later if nothing claims it.
+func park(t *testing.T, fail int32) (*parkedRecords, *flakyRecord, *big.Int) {
+	t.Helper()
+	prep := &flakyPreparer{fail: fail}
+	s := newParkedRecords(prep, time.Second)
+	s.claimWithin = time.Millisecond
+	serial := big.NewInt(41)
+	if err := s.prepare(&x509.Certificate{SerialNumber: serial}, SourceACME, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	return s, prep.recs[0], serial
+}
+
 // TestParkedRecordRetries: a record no finalisation claims is written
 // alone, tried again while the storage fails; one that cannot be written
 // in parkedTries tries fails its finalisation if it comes, so that an
@@ -61,14 +75,7 @@ func TestParkedRecordRetries(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("written on a later try", func(t *testing.T) {
-		prep := &flakyPreparer{fail: parkedTries - 1}
-		s := newParkedRecords(prep, time.Second)
-		s.claimWithin = time.Millisecond
-		serial := big.NewInt(41)
-		if err := s.prepare(&x509.Certificate{SerialNumber: serial}, SourceACME, "acme"); err != nil {
-			t.Fatal(err)
-		}
-		rec := prep.recs[0]
+		s, rec, serial := park(t, parkedTries-1)
 		waitFor(t, "the record is written", func() bool { return rec.written.Load() == 1 })
 		if n := rec.commits.Load(); n != parkedTries {
 			t.Errorf("%d tries, want %d", n, parkedTries)
@@ -80,14 +87,7 @@ func TestParkedRecordRetries(t *testing.T) {
 	})
 
 	t.Run("given up on", func(t *testing.T) {
-		prep := &flakyPreparer{fail: 1 << 20}
-		s := newParkedRecords(prep, time.Second)
-		s.claimWithin = time.Millisecond
-		serial := big.NewInt(42)
-		if err := s.prepare(&x509.Certificate{SerialNumber: serial}, SourceACME, "acme"); err != nil {
-			t.Fatal(err)
-		}
-		rec := prep.recs[0]
+		s, rec, serial := park(t, 1<<20)
 		waitFor(t, "every try is made", func() bool {
 			s.mu.Lock()
 			defer s.mu.Unlock()
