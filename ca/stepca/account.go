@@ -1,12 +1,9 @@
 package stepca
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/smallstep/certificates/acme"
@@ -19,7 +16,7 @@ import (
 // the stored JSON and its JWK each time: about 2% of an ACME issuance's
 // CPU on the node that serves it. GetAccount still reads the record on
 // every call, so a deactivation or a new key is seen at once; what it
-// saves is decoding bytes it decoded before.
+// saves is decoding bytes it decoded before (internal/decodecache).
 
 // Step's tables of ACME accounts and of their key thumbprints
 // (acme/db/nosql).
@@ -27,10 +24,6 @@ var (
 	accountTable        = []byte("acme_accounts")
 	accountByKeyIDTable = []byte("acme_keyID_accountID_index")
 )
-
-// maxCachedAccounts bounds the decoded accounts kept; past it the cache
-// starts again empty.
-const maxCachedAccounts = 4096
 
 // stepAccount is step's stored account (acme/db/nosql's dbAccount), field
 // for field.
@@ -46,35 +39,6 @@ type stepAccount struct {
 	DeactivatedAt   time.Time        `json:"deactivatedAt"`
 }
 
-// cachedAccount is an account decoded from raw.
-type cachedAccount struct {
-	raw []byte
-	acc acme.Account
-}
-
-type accountCache struct {
-	mu sync.Mutex
-	m  map[string]*cachedAccount
-}
-
-func (c *accountCache) get(id string, raw []byte) *cachedAccount {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e := c.m[id]; e != nil && bytes.Equal(e.raw, raw) {
-		return e
-	}
-	return nil
-}
-
-func (c *accountCache) put(id string, e *cachedAccount) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxCachedAccounts {
-		c.m = map[string]*cachedAccount{}
-	}
-	c.m[id] = e
-}
-
 // GetAccount is step's (acme/db/nosql): the account with this ID, or
 // acme.ErrNotFound. Step's callers may change the account they get: each
 // call returns a new one (the JWK, which nothing changes, is shared).
@@ -83,26 +47,19 @@ func (d *acmeDB) GetAccount(_ context.Context, id string) (*acme.Account, error)
 	if err != nil {
 		return nil, err
 	}
-	e := d.accounts.get(id, raw)
-	if e == nil {
-		var sa stepAccount
-		if err := json.Unmarshal(raw, &sa); err != nil {
-			return nil, fmt.Errorf("error unmarshaling account %s into dbAccount: %w", id, err)
-		}
-		e = &cachedAccount{raw: bytes.Clone(raw), acc: acme.Account{
-			Status:          sa.Status,
-			Contact:         sa.Contact,
-			Key:             sa.Key,
-			ID:              sa.ID,
-			LocationPrefix:  sa.LocationPrefix,
-			ProvisionerID:   sa.ProvisionerID,
-			ProvisionerName: sa.ProvisionerName,
-		}}
-		d.accounts.put(id, e)
+	sa, err := d.accounts.Decode(raw)
+	if err != nil {
+		return nil, fmt.Errorf("error unmarshaling account %s into dbAccount: %w", id, err)
 	}
-	acc := e.acc
-	acc.Contact = slices.Clone(acc.Contact)
-	return &acc, nil
+	return &acme.Account{
+		Status:          sa.Status,
+		Contact:         slices.Clone(sa.Contact),
+		Key:             sa.Key,
+		ID:              sa.ID,
+		LocationPrefix:  sa.LocationPrefix,
+		ProvisionerID:   sa.ProvisionerID,
+		ProvisionerName: sa.ProvisionerName,
+	}, nil
 }
 
 // GetAccountByKeyID is step's: the account whose key has this thumbprint,

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custos-pki/custos/internal/decodecache"
 	"github.com/custos-pki/custos/raftstore"
 	"github.com/smallstep/certificates/acme"
 	acmenosql "github.com/smallstep/certificates/acme/db/nosql"
@@ -51,7 +52,7 @@ type acmeDB struct {
 	certs  CertificateReader // the Recorder, if it reads certificates (acmecert.go)
 	chains chainCache
 	// accounts keeps decoded accounts by their stored bytes (account.go).
-	accounts accountCache
+	accounts decodecache.Cache[stepAccount]
 	parked   *parkedRecords // the inventory records of signed certificates (authdb.go), or nil
 }
 
