@@ -255,10 +255,7 @@ func (c *CA) Revoked(ctx context.Context, cert *x509.Certificate) (bool, error) 
 	if err != nil {
 		return false, err
 	}
-	iss := c.signed.take(cert, set)
-	if iss == nil {
-		iss = set.issuerOf(cert)
-	}
+	iss := set.issuerOf(cert)
 	if iss == nil {
 		c.setCache(nil) // an intermediate made elsewhere in the last CacheTTL
 		if set, err = c.issuers(ctx); err != nil {
